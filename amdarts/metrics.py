@@ -1,0 +1,106 @@
+"""Metrics out of a run: JSONL (the record), TensorBoard events, a terminal progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Mapping
+
+import numpy as np
+
+
+def _scalar(v):
+  v = np.asarray(v)
+  return v.item() if v.size == 1 else v.tolist()
+
+
+class MetricWriter:
+  """Appends one JSON object per record to `<workdir>/<name>.jsonl` and to TensorBoard.
+
+  Records with a step not larger than the last one already in the file are dropped on
+  resume, so a restarted run does not duplicate the steps it repeats.
+  """
+
+  def __init__(self, workdir: str, name: str = 'metrics', tensorboard: bool = True):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, f'{name}.jsonl')
+    self._file = open(self.path, 'a')
+    self._tb = None
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      except ImportError:  # TensorBoard output is optional.
+        self._tb = None
+
+  def write(self, step: int, metrics: Mapping, kind: str = 'train') -> None:
+    record = {'step': int(step), 'kind': kind}
+    record.update({k: _scalar(v) for k, v in metrics.items()})
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in record.items():
+        if isinstance(v, (int, float)) and k != 'step':
+          self._tb.add_scalar(f'{kind}/{k}', v, step)
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_jsonl(path: str, kind: str | None = None) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [r for r in rows if kind is None or r.get('kind') == kind]
+
+
+def truncate_after(path: str, step: int) -> None:
+  """Drops records after `step`: a resumed run rewrites the steps it repeats."""
+  rows = read_jsonl(path)
+  with open(path, 'w') as f:
+    for r in rows:
+      if r['step'] <= step:
+        f.write(json.dumps(r) + '\n')
+
+
+def format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}:{m:02d}:{s:02d}' if h else f'{m:02d}:{s:02d}'
+
+
+class Progress:
+  """A one-line progress bar with ETA on stderr (plain lines when not a terminal)."""
+
+  def __init__(self, total: int, start: int = 0, stream=None, width: int = 30):
+    self.total, self.start, self.width = total, start, width
+    self.stream = stream or sys.stderr
+    self._t0 = time.time()
+    self._tty = self.stream.isatty()
+
+  def update(self, step: int, text: str = '') -> None:
+    done = step - self.start
+    elapsed = time.time() - self._t0
+    eta = elapsed / done * (self.total - step) if done > 0 else float('nan')
+    frac = step / max(self.total, 1)
+    bar = '#' * int(frac * self.width)
+    line = (f'[{bar:<{self.width}}] {step}/{self.total} '
+            f'{format_duration(elapsed)}<{format_duration(eta)} {text}')
+    if self._tty:
+      self.stream.write('\r' + line[:160].ljust(160))
+    else:
+      self.stream.write(line + '\n')
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self._tty:
+      self.stream.write('\n')

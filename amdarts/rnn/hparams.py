@@ -1,0 +1,150 @@
+"""Reads the one PTB config (configs/ptb.py) into model specs for search and evaluation.
+
+Hyper-parameter consistency for the recurrent space (Section 3.3, change (ii)): with
+`search.consistency` the search network uses the evaluation network's weight decay
+and dropout rates (`config.reg`); otherwise the DARTS reference's search values
+(weight decay 5e-7, no word dropout). Widths differ in both cases (300 vs 850), as in
+the paper, which unifies only the regularisers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amdarts import hypergrad
+from amdarts.rnn import genotype as genotype_lib
+from amdarts.rnn import model as model_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Regularisers:
+  """What regularises ω.
+
+  Attributes:
+    wd: L2 weight decay added to the clipped gradient (torch SGD's weight_decay).
+    dropouts: the model's dropout rates.
+    ar: activation-regularisation weight.
+    tar: temporal-activation-regularisation weight.
+  """
+
+  wd: float
+  dropouts: model_lib.Dropouts
+  ar: float
+  tar: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHParams:
+  """The search step's hyper-parameters, hashable so compiled steps can be reused.
+
+  Field meanings are those of `config.search` in configs/ptb.py; `reg` holds the
+  regularisers in force (consistent or DARTS's).
+  """
+
+  batch_size: int
+  bptt: int
+  lr: float
+  clip: float
+  reg: Regularisers
+  estimator: str
+  eta: float
+  eps_scale: float
+  a_lr: float
+  a_b1: float
+  a_b2: float
+  a_wd: float
+  alpha_init_scale: float
+  implicit_solver: str
+  implicit_maxiter: int
+  implicit_ridge: float
+
+  @classmethod
+  def from_config(cls, config) -> 'SearchHParams':
+    s = config.search
+    return cls(s.batch_size, s.bptt, float(s.lr), float(s.clip),
+               regularisers(config, search=True), s.estimator, float(s.eta),
+               float(s.eps_scale), float(s.a_lr), float(s.a_b1), float(s.a_b2),
+               float(s.a_wd), float(s.alpha_init_scale), s.implicit_solver,
+               int(s.implicit_maxiter), float(s.implicit_ridge))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainHParams:
+  """The evaluation step's hyper-parameters (`config.train`), hashable."""
+
+  batch_size: int
+  bptt: int
+  lr: float
+  clip: float
+  reg: Regularisers
+
+  @classmethod
+  def from_config(cls, config) -> 'TrainHParams':
+    t = config.train
+    return cls(t.batch_size, t.bptt, float(t.lr), float(t.clip),
+               regularisers(config, search=False))
+
+
+def regularisers(config, *, search: bool) -> Regularisers:
+  r = config.reg
+  wd, dropoute = r.wd, r.dropoute
+  if search and not config.search.consistency:
+    wd, dropoute = config.search.wd, config.search.dropoute
+  dropouts = model_lib.Dropouts(output=r.dropout, hidden=r.dropouth, x=r.dropoutx,
+                                input=r.dropouti, embed=dropoute)
+  return Regularisers(float(wd), dropouts, float(r.ar), float(r.tar))
+
+
+def search_spec(config, vocab_size: int) -> model_lib.RNNSpec:
+  """The search network: mixed cell of `model.steps` nodes, `search.nhid` units."""
+  return model_lib.RNNSpec(vocab_size=vocab_size, nhid=config.search.nhid,
+                           steps=config.model.steps, ops=tuple(config.model.ops),
+                           dropouts=regularisers(config, search=True).dropouts)
+
+
+def eval_spec(config, vocab_size: int, genotype: genotype_lib.Genotype) -> model_lib.RNNSpec:
+  """The evaluation network: the discrete `genotype`, `model.nhid` units."""
+  return model_lib.RNNSpec(vocab_size=vocab_size, nhid=config.model.nhid, genotype=genotype,
+                           dropouts=regularisers(config, search=False).dropouts)
+
+
+def _positive(config, names):
+  for name in names:
+    section, key = name.split('.')
+    value = config[section][key]
+    if not value > 0:
+      raise ValueError(f'{name} must be positive, got {value!r}')
+
+
+def validate(config, *, search: bool) -> None:
+  """Checks the fields a search (or an evaluation) reads, before anything compiles.
+
+  Raises:
+    ValueError: naming the first bad field.
+  """
+  if config.task != 'ptb':
+    raise ValueError(f"amdarts.rnn needs task='ptb', got {config.task!r}")
+  if config.data.name not in ('ptb', 'fortunes'):
+    raise ValueError(f"data.name must be 'ptb' or 'fortunes', got {config.data.name!r}")
+  if config.data.name == 'ptb' and not config.data.data_dir:
+    raise ValueError('data.data_dir is empty: point it at the directory with '
+                     'ptb.train.txt, ptb.valid.txt and ptb.test.txt')
+  regularisers(config, search=search)  # Raises on dropout rates outside [0, 1).
+  if search:
+    s = config.search
+    _positive(config, ['search.nhid', 'search.epochs', 'search.batch_size', 'search.bptt',
+                       'search.lr', 'search.clip', 'search.a_lr', 'search.eval_batch_size',
+                       'model.steps'])
+    if s.estimator not in hypergrad.ESTIMATORS:
+      raise ValueError(f'search.estimator must be one of {sorted(hypergrad.ESTIMATORS)}, '
+                       f'got {s.estimator!r}')
+    if not any(o != 'none' for o in config.model.ops):
+      raise ValueError(f'model.ops needs an op other than none, got {tuple(config.model.ops)}')
+    search_spec(config, vocab_size=1)  # Raises on unknown ops.
+  else:
+    _positive(config, ['model.nhid', 'train.epochs', 'train.batch_size', 'train.bptt',
+                       'train.lr', 'train.clip', 'train.seq_len_bucket', 'train.eval_batch_size',
+                       'train.test_batch_size', 'train.nonmono'])
+    if not config.train.genotype:
+      raise ValueError('train.genotype is empty: give the genotype.json a search wrote, a '
+                       f'DARTS-string file, or a name from {sorted(genotype_lib.NAMED)}')

@@ -1,0 +1,90 @@
+"""Shared defaults: one config describes both search and retraining.
+
+The paper's CIFAR-10 setting (Section 3.1, DARTS's hyper-parameters). Variants import
+this module and override fields; every field is commented here. With
+`search.consistency=True` the search network takes the retrain network's depth,
+width, cutout, drop-path and auxiliary head (Section 3.1.2, Appendix B.1).
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds init, α, data order and augmentation.
+  c.task = 'image'  # 'image' (CNN cells) or 'ptb' (recurrent cells).
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'cifar10'  # tfds name, 'fashion_mnist' (Debian IDX files) or 'synthetic'.
+  c.data.data_dir = ''  # tfds data_dir, or the IDX directory; '' = the default place.
+  c.data.train_portion = 0.5  # Search splits the train set: search-train / search-val.
+  c.data.flip = True  # Random horizontal flips (with pad-4 random crops).
+  c.data.max_examples = 0  # Use only the first N training examples (0 = all).
+  c.data.image_size = 0  # Streaming tfds (ImageNet): crop size; 0 = native / 224.
+  c.data.image_shape = (32, 32, 3)  # Synthetic data only.
+  c.data.num_classes = 10  # Synthetic data only.
+
+  c.space = ml_collections.ConfigDict()
+  c.space.name = 's1'  # 's1' (8 DARTS ops), 's2' (skip, sep3x3), 's3' (sep3x3, skip, none).
+  c.space.ops = ()  # Explicit op list overriding the space's; () = the space's.
+  c.space.shared = True  # α shared by cell type (S1/S3) or one α per cell (S2).
+  c.space.edge_mode = 'pruned'  # 'pruned' (14 edges), 'fixed', 'searched' (β, eq. 16).
+  c.space.topology = ''  # JSON of searched input pairs for operator search on them.
+  c.space.steps = 4  # Intermediate nodes per cell.
+
+  # The retrain (evaluation) network; also the search network under consistency.
+  c.model = ml_collections.ConfigDict()
+  c.model.kind = ''  # 'cifar' or 'imagenet' network; '' = from data.name.
+  c.model.cells = 20  # Depth.
+  c.model.c = 36  # Base width.
+  c.model.stem_multiplier = 3
+  c.model.depthwise = 'native'  # 'native' grouped conv (GPU) or 'shifted' (fast on CPU).
+
+  c.search = ml_collections.ConfigDict()
+  c.search.consistency = False  # Search with the retrain depth/width/regularisers.
+  c.search.cells = 8  # Depth of the search network without consistency.
+  c.search.c = 16  # Width of the search network without consistency.
+  c.search.epochs = 100
+  c.search.batch_size = 96  # Global batch, split over all devices.
+  c.search.estimator = 'amended_exact'  # See amdarts.hypergrad.ESTIMATORS.
+  c.search.eta = 0.1  # Amending coefficient η (eq. 5).
+  c.search.eps_scale = 0.01  # Finite differences: ε = eps_scale / ‖∇ω L_val‖.
+  c.search.w_lr = 0.025  # Weights: SGD, cosine from w_lr to w_lr_min.
+  c.search.w_lr_min = 0.001
+  c.search.w_momentum = 0.9
+  c.search.w_wd = 3e-4
+  c.search.grad_clip = 5.0  # Global-norm clip of the weight gradient.
+  c.search.a_lr = 3e-4  # Architecture: Adam.
+  c.search.a_b1 = 0.5
+  c.search.a_b2 = 0.999
+  c.search.a_wd = 1e-3  # L2 on α added to the gradient, as torch Adam's weight_decay.
+  c.search.alpha_init_scale = 1e-3  # α ~ scale · N(0, 1) as DARTS.
+  c.search.eval_batches = 0  # Super-net eval on search-val per epoch: N batches (0 = all).
+  c.search.diag_every = 0  # Every K steps log cos(g2', g2), cos(g2_darts, g2); 0 = off.
+  c.search.implicit_solver = 'cg'  # Implicit g2 (estimator and diagnostic): 'cg'/'neumann'.
+  c.search.implicit_maxiter = 20
+  c.search.implicit_ridge = 1e-2  # Damping: (H + ridge·I)⁻¹.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.genotype = ''  # Path to genotype.json / DARTS string file, or a name (DARTS_V2).
+  c.train.epochs = 600
+  c.train.batch_size = 96
+  c.train.lr = 0.025  # SGD, cosine to lr_min.
+  c.train.lr_min = 0.0
+  c.train.lr_schedule = 'cosine'  # 'cosine', 'exponential' (×lr_gamma per epoch), 'linear'.
+  c.train.lr_gamma = 0.97
+  c.train.warmup_epochs = 0
+  c.train.eval_batch_size = 0  # 0 = train.batch_size.
+  c.train.momentum = 0.9
+  c.train.wd = 3e-4
+  c.train.grad_clip = 5.0
+  c.train.cutout = 16  # Cutout length (0 = off).
+  c.train.drop_path = 0.2  # Final drop-path rate, rising linearly over training.
+  c.train.auxiliary = True  # Auxiliary head at 2/3 depth.
+  c.train.aux_weight = 0.4
+  c.train.label_smoothing = 0.0
+
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 200  # Also at every epoch end.
+  c.keep_checkpoints = 2
+  return c

@@ -1,0 +1,40 @@
+r"""Architecture search: `python experiments/search.py --config=configs/cifar_s1.py`.
+
+Flags only; the loop is `amdarts.search.run`. Override any config field with
+`--config.search.epochs=3` style flags; the config is locked, so a typo fails.
+Running again with the same --workdir resumes from the latest checkpoint.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from amdarts import genotypes  # noqa: E402
+from amdarts import parallel  # noqa: E402
+from amdarts import search  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config module.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', '', 'Multi-host: address:port of process 0 (jax.distributed).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-host: this process.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  genotype = search.run(_CONFIG.value, _WORKDIR.value)
+  print(genotypes.to_darts_string(genotype) if not isinstance(genotype, str) else genotype)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,45 @@
+"""Retrains a discrete architecture and reports its test accuracy.
+
+    python experiments/train.py --config=configs/cifar_s1.py --genotype=DARTS_V2 \
+        --workdir=/tmp/darts_v2
+    python experiments/train.py --config=configs/imagenet.py \
+        --genotype=/tmp/s2/genotype.json --workdir=/tmp/s2_imagenet
+
+`--genotype` (a genotype file or a name in amdarts.genotypes.NAMED) overrides
+config.train.genotype. Rerunning with the same --workdir resumes from its latest
+checkpoint. All logic lives in amdarts.retrain.train_and_evaluate.
+"""
+
+import os
+import sys
+
+# Runs as `python experiments/train.py` from the repository root.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from amdarts import retrain
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file (configs/*.py).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, result.')
+_GENOTYPE = flags.DEFINE_string(
+    'genotype', None, 'Genotype file or name; overrides config.train.genotype.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  if _GENOTYPE.value:
+    config.train.genotype = _GENOTYPE.value  # A locked config still takes new values.
+  logging.info('config:\n%s', config)
+  retrain.train_and_evaluate(config, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

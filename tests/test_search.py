@@ -1,0 +1,273 @@
+"""The search loop end to end on tiny synthetic problems: outputs, resume, devices, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from amdarts import checkpoint as ckpt_lib
+from amdarts import data as data_lib
+from amdarts import genotypes
+from amdarts import hypergrad
+from amdarts import metrics as metrics_lib
+from amdarts import search
+from configs import synthetic_tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  c = synthetic_tiny.get_config()
+  c.space.name = 's3'  # 3 ops: keeps second-order compiles short on CPU.
+  c.data.max_examples = 48  # 24 + 24: 3 steps per epoch of batch 8.
+  for key, value in overrides.items():
+    node = c
+    *path, leaf = key.split('.')
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def final_alpha(workdir):
+  state, _ = ckpt_lib.Checkpointer(workdir).restore(_abstract(tiny_config()))
+  return jax.tree.map(np.asarray, state.alpha)
+
+
+def _abstract(config):
+  train, _ = search.load_search_data(config)
+  spe = 3
+  s = search.get_searcher(config, train.image_shape, train.num_classes, spe,
+                          search.parallel.data_mesh())
+  return s.abstract_state(config.seed)
+
+
+@pytest.fixture(scope='module')
+def reference_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  genotype = search.run(tiny_config(), workdir)
+  return workdir, genotype
+
+
+def test_outputs(reference_run):
+  workdir, genotype = reference_run
+  epochs = metrics_lib.read_jsonl(os.path.join(workdir, 'metrics.jsonl'), kind='epoch')
+  assert [r['epoch'] for r in epochs] == [1, 2]
+  for key in ('none_weight', 'skip_share', 'num_parametric', 'train_loss', 'val_loss',
+              'train_acc', 'val_acc', 'eval_acc', 'alpha_grad_norm', 'genotype'):
+    assert key in epochs[-1], key
+  assert 0 < epochs[-1]['none_weight'] < 1
+  steps = [r['step'] for r in metrics_lib.read_jsonl(os.path.join(workdir, 'metrics.jsonl'),
+                                                     kind='train')]
+  assert steps == list(range(1, 7))
+  assert genotypes.load(os.path.join(workdir, 'genotype.json')) == genotype
+  with open(os.path.join(workdir, 'genotype.txt')) as f:
+    assert genotypes.from_darts_string(f.read()) == genotype
+  assert os.path.exists(os.path.join(workdir, 'genotypes', 'epoch_002.json'))
+  for png in ('search_curves.png', 'genotype.png'):
+    assert os.path.getsize(os.path.join(workdir, png)) > 1000
+  # The genotype is the DARTS rule applied to the final α.
+  spec = search.config_lib.space_spec(tiny_config())
+  assert genotypes.derive(spec, final_alpha(workdir)) == genotype
+
+
+def test_resume_after_crash_gives_the_same_alpha(reference_run, tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  real_batch_at = data_lib.batch_at
+  calls = {'n': 0}
+
+  def crashing_batch_at(*args, **kwargs):
+    calls['n'] += kwargs.get('augment') is not None  # Search batches, not evaluation.
+    if calls['n'] == 2 * 4 + 1:  # Dies fetching step 5's batch; checkpoint at step 4.
+      raise KeyboardInterrupt
+    return real_batch_at(*args, **kwargs)
+
+  monkeypatch.setattr(data_lib, 'batch_at', crashing_batch_at)
+  with pytest.raises(KeyboardInterrupt):
+    search.run(tiny_config(), workdir)
+  monkeypatch.setattr(data_lib, 'batch_at', real_batch_at)
+  assert ckpt_lib.Checkpointer(workdir).latest_step() == 4
+  search.run(tiny_config(), workdir)
+  want = final_alpha(reference_run[0])
+  jax.tree.map(np.testing.assert_array_equal, final_alpha(workdir), want)
+  # Steps repeated after the resume are not duplicated in the record.
+  steps = [r['step'] for r in metrics_lib.read_jsonl(os.path.join(workdir, 'metrics.jsonl'),
+                                                     kind='train')]
+  assert steps == list(range(1, 7))
+
+
+def test_resume_after_sigkill(reference_run, tmp_path):
+  """A real kill -9 mid-run (possibly mid-save); the restarted run must still agree."""
+  workdir = str(tmp_path)
+  script = textwrap.dedent(f"""
+      import sys; sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {ROOT + '/tests'!r})
+      import time
+      from amdarts import data, search
+      import test_search
+      real = data.batch_at
+      def slow(*a, **k):  # Slow steps so the kill lands mid-run.
+        time.sleep(0.5)
+        return real(*a, **k)
+      data.batch_at = slow
+      search.run(test_search.tiny_config(), {workdir!r})
+  """)
+  proc = subprocess.Popen([sys.executable, '-c', script], env=dict(os.environ),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert ckpt_lib.Checkpointer(workdir).latest_step() < 6
+  search.run(tiny_config(), workdir)
+  jax.tree.map(np.testing.assert_array_equal, final_alpha(workdir),
+               final_alpha(reference_run[0]))
+
+
+@pytest.mark.parametrize('estimator', sorted(hypergrad.ESTIMATORS))
+def test_every_estimator_takes_a_search_step(estimator):
+  config = tiny_config(**{'search.estimator': estimator})
+  train, val = search.load_search_data(config)
+  searcher = search.Searcher(config, train.image_shape, train.num_classes, 3)
+  state = searcher.init(0)
+  before = jax.tree.map(np.asarray, state.alpha)
+  batch = lambda ds: data_lib.batch_at(ds, 0, 0, batch_size=8, seed=0)
+  state, metrics = searcher.step_fn(state, batch(train), batch(val))
+  metrics = jax.device_get(metrics)
+  assert all(np.isfinite(v) for v in metrics.values())
+  assert (metrics['g2_norm'] == 0) == (estimator == 'first_order')
+  moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), state.alpha, before)
+  assert min(jax.tree.leaves(moved)) > 0
+
+
+@pytest.mark.parametrize('space,edge_mode,shared', [
+    ('s1', 'pruned', True), ('s2', 'fixed', False), ('s2', 'searched', False)])
+def test_spaces_and_edge_modes_run_a_step(space, edge_mode, shared):
+  config = tiny_config(**{'space.name': space, 'space.edge_mode': edge_mode,
+                          'space.shared': shared, 'search.estimator': 'first_order',
+                          'search.cells': 3 if space == 's1' else 3})
+  train, val = search.load_search_data(config)
+  searcher = search.Searcher(config, train.image_shape, train.num_classes, 3)
+  state = searcher.init(0)
+  batch = lambda ds: data_lib.batch_at(ds, 0, 0, batch_size=8, seed=0)
+  state, metrics = searcher.step_fn(state, batch(train), batch(val))
+  assert np.isfinite(jax.device_get(metrics['train_loss']))
+  keys = set(state.alpha)
+  assert keys == ({'normal', 'reduce'} if shared else {'cell_00', 'cell_01', 'cell_02'})
+  assert all(('beta' in v) == (edge_mode == 'searched') for v in state.alpha.values())
+  genotype = searcher.genotype(state.alpha)
+  assert genotypes.validate(genotype) == genotype
+
+
+def test_multi_device_step_equals_single_device():
+  """4 emulated CPU devices: sharded batch, same α update as one device."""
+  script = textwrap.dedent(f"""
+      import sys; sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {ROOT + '/tests'!r})
+      import jax, numpy as np
+      from amdarts import data, parallel, search
+      import test_search
+      assert jax.device_count() == 4
+      config = test_search.tiny_config(**{{'search.estimator': 'amended_exact'}})
+      train, val = search.load_search_data(config)
+      out = {{}}
+      for n in (1, 4):
+        mesh = parallel.data_mesh(jax.devices()[:n])
+        s = search.Searcher(config, train.image_shape, train.num_classes, 3, mesh)
+        state = parallel.put_replicated(s.init(0), mesh)
+        for i in range(2):
+          b = lambda ds: parallel.put_batch(
+              data.batch_at(ds, 0, i, batch_size=8, seed=0), mesh)
+          state, m = s.step_fn(state, b(train), b(val))
+        out[n] = jax.tree.map(np.asarray, jax.device_get((state.alpha, state.params, m)))
+        if n == 4:
+          assert len(state.alpha['normal']['alpha'].sharding.device_set) == 4
+      a1, p1, m1 = out[1]; a4, p4, m4 = out[4]
+      err = max(float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12))
+                for x, y in zip(jax.tree.leaves(a1), jax.tree.leaves(a4)))
+      errp = max(float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12))
+                 for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)))
+      print('RELERR', err, errp, m1['g2_norm'], m4['g2_norm'])
+      assert err < 1e-5 and errp < 1e-5, (err, errp)
+      assert abs(m1['g2_norm'] - m4['g2_norm']) <= 1e-5 * m1['g2_norm']
+      try:
+        search.run(test_search.tiny_config(**{{'search.batch_size': 6}}), '/tmp/unused')
+      except ValueError as e:
+        assert 'not divisible by the 4 devices' in str(e), e
+      else:
+        raise AssertionError('batch 6 on 4 devices accepted')
+      print('OK')
+  """)
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                      ' --xla_force_host_platform_device_count=4').strip()
+  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                       text=True, timeout=900)
+  assert out.returncode == 0 and 'OK' in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+@pytest.mark.parametrize('overrides,match', [
+    ({'search.estimator': 'third_order'}, 'search.estimator'),
+    ({'search.eta': -0.1}, 'eta must be >= 0'),
+    ({'space.name': 's9'}, 'space.name'),
+    ({'space.ops': ('sep_conv_3x3', 'conv_9x9')}, 'unknown op'),
+    ({'space.edge_mode': 'random'}, 'edge_mode'),
+    ({'model.depthwise': 'fft'}, 'depthwise'),
+    ({'data.name': 'fashion_mnist', 'data.data_dir': '/nonexistent'}, 'fashion'),
+    ({'space.topology': '/nonexistent.json', 'space.edge_mode': 'fixed'}, 'topology'),
+    ({'search.batch_size': 4096}, 'exceeds the search split'),
+])
+def test_bad_input_fails_fast_with_one_line(tmp_path, overrides, match):
+  workdir = str(tmp_path / 'w')
+  with pytest.raises((ValueError, FileNotFoundError), match=match) as info:
+    search.run(tiny_config(**overrides), workdir)
+  assert '\n' not in str(info.value)
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+
+
+def test_unreadable_checkpoint_is_a_clear_error(reference_run, tmp_path):
+  workdir = str(tmp_path)
+  import shutil
+  shutil.copytree(reference_run[0], workdir, dirs_exist_ok=True)
+  latest = ckpt_lib.Checkpointer(workdir).latest_step()
+  state_dir = os.path.join(workdir, 'checkpoints', str(latest), 'state')
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  with pytest.raises(ckpt_lib.CheckpointError, match='cannot restore checkpoint') as info:
+    search.run(tiny_config(), workdir)
+  assert '\n' not in str(info.value)
+  # A checkpoint of another model is refused too.
+  shutil.copytree(reference_run[0], str(tmp_path / 'other'))
+  with pytest.raises(ckpt_lib.CheckpointError):
+    search.run(tiny_config(**{'search.c': 8}), str(tmp_path / 'other'))
+
+
+def test_locked_config_rejects_typos():
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'experiments', 'search.py'),
+       '--config=' + os.path.join(ROOT, 'configs', 'synthetic_tiny.py'),
+       '--config.search.epochz=3', '--workdir=/tmp/never'],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert out.returncode != 0
+  assert 'epochz' in out.stderr
+  assert not os.path.exists('/tmp/never')
+
+
+def test_epoch_lr_schedule_is_per_epoch_cosine():
+  lr = search.cosine_epoch_lr(0.025, 0.001, epochs=4, steps_per_epoch=10)
+  assert float(lr(0)) == pytest.approx(0.025)
+  assert float(lr(9)) == pytest.approx(0.025)  # Constant within an epoch, as DARTS.
+  assert float(lr(20)) == pytest.approx(0.001 + 0.5 * 0.024 * (1 + np.cos(np.pi / 2)))
+  assert float(lr(40)) == pytest.approx(0.001)
