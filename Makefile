@@ -16,10 +16,12 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
-# Offline real data from Debian: Fashion-MNIST IDX files.
+# Offline real data from Debian: Fashion-MNIST IDX files and English texts (fortunes)
+# for the recurrent-cell demo.
 data:
-	@[ -d $(FASHION_MNIST) ] || { $(SUDO) apt-get update -qq && \
-	  $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
+	@[ -d $(FASHION_MNIST) ] && [ -d /usr/share/games/fortunes ] || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends \
+	  dataset-fashion-mnist fortunes; }
 
 search: $(VENV)/.installed data
 	$(BIN)/python experiments/search.py --config=configs/fashion_mnist.py --workdir=$(WORKDIR)

@@ -351,6 +351,9 @@ def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) ->
     The contents of `result.json` ({'test_accuracy', 'test_top5', 'test_loss',
     'params', 'macs', ...}), or None when stopped by `max_steps` before the end.
   """
+  if config.task == 'ptb':
+    from amdarts.rnn import train as rnn_train  # The recurrent cell's evaluation.
+    return rnn_train.run(config, workdir, stop_after=max_steps)
   # Everything that can be wrong with the config fails here, before data or compile.
   genotype = load_genotype(config.train.genotype)
   t = config.train

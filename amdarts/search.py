@@ -113,6 +113,7 @@ class Searcher:
         self.spec, c=self.hp.c, num_classes=num_classes,
         stem_multiplier=config.model.stem_multiplier, depthwise=config.model.depthwise,
         drop_path=self.hp.drop_path, auxiliary=self.hp.auxiliary)
+    self._aux_weight = self.hp.aux_weight if self.hp.auxiliary else 0.0
     self.image_shape = tuple(image_shape)
     self.steps_per_epoch = steps_per_epoch
     self.lr = cosine_epoch_lr(s.w_lr, s.w_lr_min, s.epochs, steps_per_epoch)
@@ -150,24 +151,28 @@ class Searcher:
               'momentum_buffer': optax.tree_utils.tree_get(state.w_opt, 'trace')}
     return {}
 
-  def search_step(self, state: SearchState, train_batch, val_batch):
-    """One α step (search-val batch) then one ω step (search-train batch)."""
-    rng = jax.random.fold_in(state.rng, state.step)
-    k_alpha, k_weights = jax.random.split(rng)
-    aux_weight = self.hp.aux_weight if self.hp.auxiliary else 0.0
-
-    loss_fn = make_loss_fn(self.net, state.batch_stats, k_alpha, aux_weight)
+  def alpha_step(self, state: SearchState, train_batch, val_batch):
+    """One α update with the configured estimator; returns (α, α opt state, aux)."""
+    rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 0)
+    loss_fn = make_loss_fn(self.net, state.batch_stats, rng, self._aux_weight)
     g_alpha, est = self.estimator(loss_fn, state.params, state.alpha, train_batch, val_batch,
                                   **self._estimator_kwargs(state))
-    a_updates, a_opt = self.a_tx.update(g_alpha, state.a_opt, state.alpha)
-    alpha = optax.apply_updates(state.alpha, a_updates)
+    updates, a_opt = self.a_tx.update(g_alpha, state.a_opt, state.alpha)
+    return optax.apply_updates(state.alpha, updates), a_opt, (g_alpha, est)
 
-    loss_fn = make_loss_fn(self.net, state.batch_stats, k_weights, aux_weight)
+  def weight_step(self, state: SearchState, alpha, train_batch):
+    """One ω update at architecture `alpha`; returns (params, BN state, opt state, aux)."""
+    rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
+    loss_fn = make_loss_fn(self.net, state.batch_stats, rng, self._aux_weight)
     (loss, (batch_stats, acc)), g_w = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, alpha, train_batch)
-    w_updates, w_opt = self.w_tx.update(g_w, state.w_opt, state.params)
-    params = optax.apply_updates(state.params, w_updates)
+    updates, w_opt = self.w_tx.update(g_w, state.w_opt, state.params)
+    return optax.apply_updates(state.params, updates), batch_stats, w_opt, (loss, acc, g_w)
 
+  def search_step(self, state: SearchState, train_batch, val_batch):
+    """DARTS alternation: α on the search-val batch, then ω on the search-train batch."""
+    alpha, a_opt, (g_alpha, est) = self.alpha_step(state, train_batch, val_batch)
+    params, batch_stats, w_opt, (loss, acc, g_w) = self.weight_step(state, alpha, train_batch)
     metrics = {
         'train_loss': loss, 'train_acc': acc, 'val_loss': est['val_loss'],
         'val_acc': est['val_aux'][1], 'alpha_grad_norm': optax.tree.norm(g_alpha),

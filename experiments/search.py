@@ -33,7 +33,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   genotype = search.run(_CONFIG.value, _WORKDIR.value)
-  print(genotypes.to_darts_string(genotype) if not isinstance(genotype, str) else genotype)
+  if isinstance(genotype, dict):  # The recurrent search returns a summary.
+    print(genotype['genotype'])
+  else:
+    print(genotypes.to_darts_string(genotype))
 
 
 if __name__ == '__main__':

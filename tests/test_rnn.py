@@ -369,6 +369,21 @@ def test_missing_corpus_raises_one_line(tmp_path):
     data_lib.read_fortunes(str(tmp_path / 'nowhere'))
 
 
+def test_read_fortunes_splits_cookies_and_drops_bylines(tmp_path):
+  (tmp_path / 'wisdom').write_text('A stitch in time\nsaves nine.\n\t\t-- Proverb\n%\n'
+                                   'Never trust a computer.\n%\n')
+  (tmp_path / 'wisdom.dat').write_bytes(b'\x00\x01')  # strfile index: skipped.
+  (tmp_path / 'ascii-art').write_text(' /\\_/\\ \n%\n')  # Pictures: skipped.
+  assert data_lib.read_fortunes(str(tmp_path)) == [
+      'A stitch in time saves nine.', 'Never trust a computer.']
+  stats = data_lib.make_fortunes_corpus(str(tmp_path / 'out'), str(tmp_path),
+                                        valid_frac=0.0, test_frac=0.0)
+  words = data_lib.load_corpus(str(tmp_path / 'out')).words
+  assert set(words) == {'a', 'stitch', 'in', 'time', 'saves', 'nine', 'never', 'trust',
+                        'computer', '<eos>'}
+  assert stats['train_tokens'] == 12  # 6 + 4 words and an <eos> per sentence.
+
+
 def test_ptb_style_tokenization_and_corpus(tmp_path):
   assert data_lib.tokenize_sentences("Don't PANIC! It's 42 o'clock, Arthur.") == [
       ['do', "n't", 'panic'], ['it', "'s", 'N', "o'clock", 'arthur']]

@@ -24,8 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**overrides):
+  """S3 (3 ops), 3 cells of 1 node, C=4, 8x8 images: second-order compiles stay short."""
   c = synthetic_tiny.get_config()
-  c.space.name = 's3'  # 3 ops: keeps second-order compiles short on CPU.
+  c.space.name = 's3'
+  c.space.steps = 1
   c.data.max_examples = 48  # 24 + 24: 3 steps per epoch of batch 8.
   for key, value in overrides.items():
     node = c
@@ -156,7 +158,7 @@ def test_every_estimator_takes_a_search_step(estimator):
 def test_spaces_and_edge_modes_run_a_step(space, edge_mode, shared):
   config = tiny_config(**{'space.name': space, 'space.edge_mode': edge_mode,
                           'space.shared': shared, 'search.estimator': 'first_order',
-                          'search.cells': 3 if space == 's1' else 3})
+                          'space.steps': 1 if space == 's1' else 2})
   train, val = search.load_search_data(config)
   searcher = search.Searcher(config, train.image_shape, train.num_classes, 3)
   state = searcher.init(0)
