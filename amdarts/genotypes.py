@@ -22,6 +22,10 @@ Text forms:
     per-cell genotypes print as `PerCellGenotype(cells=[CellGenotype(genes=[...],
     concat=[2, 3, 4, 5], reduction=False), ...])`. Parsing walks the syntax tree
     and never evaluates the text.
+
+The text, file and validation helpers (`parse_call`, `json_object`, `load_from`,
+`is_gene`, ...) also serve the recurrent genotypes of `amdarts.rnn.genotype`, so both
+families accept the same syntax and fail the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import ast
 import json
 import math
 import os
-from typing import Any, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -155,15 +159,14 @@ def _cell(genes: Any, concat: Any, reduction: bool, where: str) -> CellGenotype:
     ValueError: on a malformed gene, unknown op, odd gene count, input state not
       yet computed, or concat state outside the cell.
   """
-  if isinstance(genes, (str, bytes)) or not isinstance(genes, Sequence):
+  if not is_sequence(genes):
     raise ValueError(f'{where}: genes must be a list of (op, input) pairs, got {genes!r}')
   if len(genes) % 2:
     raise ValueError(
         f'{where}: expected 2 genes per node, got {len(genes)} genes (an odd count)')
   canon = []
   for k, gene in enumerate(genes):
-    if (isinstance(gene, (str, bytes)) or not isinstance(gene, Sequence) or len(gene) != 2
-        or not isinstance(gene[0], str) or not _is_int(gene[1])):
+    if not is_gene(gene):
       raise ValueError(f'{where}: gene {k} must be an (op name, input index) pair, got {gene!r}')
     op, src = gene[0], int(gene[1])
     if op not in KNOWN_OPS:
@@ -174,9 +177,9 @@ def _cell(genes: Any, concat: Any, reduction: bool, where: str) -> CellGenotype:
       raise ValueError(
           f'{where}: gene {k} (node {node}) input index {src} out of range [0, {node + 2})')
     canon.append((op, src))
-  if isinstance(concat, (str, bytes)) or not isinstance(concat, Sequence):
+  if not is_sequence(concat):
     raise ValueError(f'{where}: concat must be a list of states, got {concat!r}')
-  if not all(_is_int(c) for c in concat):
+  if not all(is_int(c) for c in concat):
     raise ValueError(f'{where}: concat must hold integers, got {list(concat)!r}')
   steps = len(genes) // 2
   concat = tuple(int(c) for c in concat)
@@ -191,9 +194,20 @@ def _cell(genes: Any, concat: Any, reduction: bool, where: str) -> CellGenotype:
   return CellGenotype(tuple(canon), concat, bool(reduction))
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
+  """Whether `x` is a python or numpy integer, bools excluded."""
   # bool is an int subclass, but True as an input index is a typo, not a state.
   return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def is_sequence(x: Any) -> bool:
+  """Whether `x` is a list-like sequence; a string is one value, not a list."""
+  return not isinstance(x, (str, bytes)) and isinstance(x, Sequence)
+
+
+def is_gene(x: Any) -> bool:
+  """Whether `x` has the form of a gene, an (op name, input index) pair."""
+  return is_sequence(x) and len(x) == 2 and isinstance(x[0], str) and is_int(x[1])
 
 
 def validate(genotype: AnyGenotype) -> AnyGenotype:
@@ -246,13 +260,14 @@ def named_cells(genotype: AnyGenotype) -> tuple[tuple[str, CellGenotype], ...]:
 # Derivation from architecture parameters.
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
+  """Softmax over the last axis, in float64."""
   x = np.asarray(x, np.float64)
   e = np.exp(x - x.max(-1, keepdims=True))
   return e / e.sum(-1, keepdims=True)
 
 
-def _candidates(ops: Sequence[str]) -> np.ndarray:
+def candidates(ops: Sequence[str]) -> np.ndarray:
   """Indices of the ops a genotype may keep: all but `none` (a zero edge)."""
   cand = np.array([k for k, op in enumerate(ops) if op != 'none'])
   if cand.size == 0:
@@ -274,7 +289,7 @@ def _entry(spec: spaces.SpaceSpec, arch: Mapping[str, Any], key: str, name: str,
 def _alpha_weights(spec: spaces.SpaceSpec, arch: Mapping[str, Any], key: str) -> np.ndarray:
   """softmax(α) over ops, f64[E, O] aligned with `spec.edges(key)`."""
   shape = (len(spec.edges(key)), len(spec.ops))
-  return _softmax(_entry(spec, arch, key, 'alpha', shape))
+  return softmax(_entry(spec, arch, key, 'alpha', shape))
 
 
 def derive_topology(spec: spaces.SpaceSpec,
@@ -304,7 +319,7 @@ def derive_topology(spec: spaces.SpaceSpec,
       idx = np.flatnonzero(nodes == node)
       # Softmax is monotone, so the arg-max of β within the node is the arg-max of
       # its normalised weights; computing them keeps the code aligned with eq. 16.
-      best = idx[int(np.argmax(_softmax(beta[idx])))]
+      best = idx[int(np.argmax(softmax(beta[idx])))]
       kept.append(tuple(int(i) for i in pairs[best][1]))
     topology[key] = tuple(kept)
   return topology
@@ -339,7 +354,7 @@ def _kept_genes(w: np.ndarray, edges: Sequence[tuple[int, int]], kept: Sequence[
 def _cell_genes(spec: spaces.SpaceSpec, arch: Mapping[str, Any], key: str,
                 topology: Mapping[str, spaces.Pairs] | None) -> tuple[Gene, ...]:
   w = _alpha_weights(spec, arch, key)
-  cand = _candidates(spec.ops)
+  cand = candidates(spec.ops)
   if spec.edge_mode == 'pruned':
     return _pruned_genes(w, spec.steps, cand, spec.ops)
   edges = spec.edges(key)
@@ -478,13 +493,35 @@ def _from_fields(fields: Mapping[str, Any], kind: str) -> AnyGenotype:
       g = Genotype(*(fields[f] for f in Genotype._fields))
     else:
       cells = fields['cells']
-      if isinstance(cells, (str, bytes)) or not isinstance(cells, Sequence):
+      if not is_sequence(cells):
         raise ValueError(f'cells must be a list, got {cells!r}')
       g = PerCellGenotype(tuple(
           CellGenotype(*(c[f] for f in CellGenotype._fields)) for c in cells))
   except (KeyError, TypeError) as e:
     raise ValueError(f'malformed {kind} fields: missing or bad entry {e}') from None
   return validate(g)
+
+
+def json_object(text: str) -> dict[str, Any]:
+  """Decodes genotype JSON text that must hold one object.
+
+  Args:
+    text: JSON text.
+
+  Returns:
+    The decoded object.
+
+  Raises:
+    ValueError: `malformed genotype JSON: <reason>` when the text is not JSON or its
+      top level is not an object.
+  """
+  try:
+    obj = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'malformed genotype JSON: {e}') from None
+  if not isinstance(obj, dict):
+    raise ValueError(f'malformed genotype JSON: expected an object, got {type(obj).__name__}')
+  return obj
 
 
 def from_json(text: str) -> AnyGenotype:
@@ -499,12 +536,7 @@ def from_json(text: str) -> AnyGenotype:
   Raises:
     ValueError: on malformed JSON or an invalid genotype.
   """
-  try:
-    obj = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'malformed genotype JSON: {e}') from None
-  if not isinstance(obj, dict):
-    raise ValueError(f'malformed genotype JSON: expected an object, got {type(obj).__name__}')
+  obj = json_object(text)
   kind = obj.get('kind', 'per_cell' if 'cells' in obj else 'genotype')
   if kind not in ('genotype', 'per_cell'):
     raise ValueError(f"malformed genotype JSON: kind must be 'genotype' or 'per_cell', "
@@ -551,6 +583,13 @@ class _Malformed(Exception):
   """Internal: the text is not a genotype literal."""
 
 
+class _Grammar(NamedTuple):
+  """What `_literal` accepts besides plain literals (see `parse_call`)."""
+
+  nested: Mapping[str, Sequence[str]]
+  max_range: int
+
+
 def _call_name(node: ast.AST) -> str | None:
   # `Genotype(...)` or `genotypes.Genotype(...)`.
   if isinstance(node, ast.Name):
@@ -560,43 +599,84 @@ def _call_name(node: ast.AST) -> str | None:
   return None
 
 
-def _bind(call: ast.Call, fields: Sequence[str]) -> dict[str, Any]:
+def _bind(call: ast.Call, fields: Sequence[str], grammar: _Grammar) -> dict[str, Any]:
   """Maps a call's positional and keyword arguments to `fields` as literals."""
   if len(call.args) > len(fields):
     raise _Malformed(f'{_call_name(call.func)} takes {len(fields)} fields')
-  out = {f: _literal(a) for f, a in zip(fields, call.args)}
+  out = {f: _literal(a, grammar) for f, a in zip(fields, call.args)}
   for kw in call.keywords:
     if kw.arg not in fields or kw.arg in out:
       raise _Malformed(f'unexpected or repeated field {kw.arg!r}')
-    out[kw.arg] = _literal(kw.value)
+    out[kw.arg] = _literal(kw.value, grammar)
   missing = [f for f in fields if f not in out]
   if missing:
     raise _Malformed(f'missing field(s) {missing}')
   return out
 
 
-def _literal(node: ast.AST) -> Any:
+def _literal(node: ast.AST, grammar: _Grammar) -> Any:
   """Converts the restricted literal syntax of genotype text to python values."""
   if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, bool)):
     return node.value
   if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
-      and isinstance(node.operand, ast.Constant) and _is_int(node.operand.value)):
+      and isinstance(node.operand, ast.Constant) and is_int(node.operand.value)):
     return -node.operand.value  # let validation report a negative input index.
   if isinstance(node, (ast.List, ast.Tuple)):
-    return [_literal(e) for e in node.elts]
+    return [_literal(e, grammar) for e in node.elts]
   if isinstance(node, ast.Call):
     name = _call_name(node.func)
     if name == 'range':
-      args = [_literal(a) for a in node.args]
-      if node.keywords or not 1 <= len(args) <= 3 or not all(_is_int(a) for a in args):
+      args = [_literal(a, grammar) for a in node.args]
+      if node.keywords or not 1 <= len(args) <= 3 or not all(is_int(a) for a in args):
         raise _Malformed('range() needs 1 to 3 integer arguments')
       r = range(*args)
-      if len(r) > _MAX_RANGE:
+      if len(r) > grammar.max_range:
         raise _Malformed(f'range of {len(r)} states is too long for a cell')
       return list(r)
-    if name == 'CellGenotype':
-      return _bind(node, CellGenotype._fields)
+    if name in grammar.nested:
+      return _bind(node, grammar.nested[name], grammar)
   raise _Malformed(f'unsupported syntax {ast.dump(node)[:60]}')
+
+
+def parse_call(text: str, calls: Mapping[str, Sequence[str]], *,
+               nested: Mapping[str, Sequence[str]] | None = None,
+               max_range: int = _MAX_RANGE) -> tuple[str, dict[str, Any]]:
+  """Reads genotype text of the form `Name(field=value, ...)` without evaluating it.
+
+  Fields may be given by keyword or position. Values are str, int and bool literals
+  (an int may be negated), lists or tuples of values, `range(...)` of 1 to 3 int
+  literals (read as a list) and calls named in `nested` (read as dicts of their
+  fields). Calls may be qualified (`genotypes.Genotype(...)`), and an optional
+  `NAME = ` prefix, as in the DARTS reference's genotypes.py, is skipped.
+
+  Args:
+    text: the genotype text.
+    calls: the accepted outer call names, each with its fields in positional order.
+    nested: call names accepted inside values, each with its fields.
+    max_range: the longest `range(...)` accepted; a longer one is malformed text,
+      not a cell, and is refused before it is expanded.
+
+  Returns:
+    The outer call's name and its fields as python values, not yet validated.
+
+  Raises:
+    ValueError: `malformed genotype text: <reason>`, on one line.
+  """
+  try:
+    body = ast.parse(text.strip(), mode='exec').body
+  except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+    raise ValueError(f'malformed genotype text: {type(e).__name__}: {e}') from None
+  expected = ' or '.join(f'{name}(...)' for name in calls)
+  if len(body) != 1 or not isinstance(body[0], (ast.Expr, ast.Assign)):
+    raise ValueError(f'malformed genotype text: expected one {expected} expression')
+  call = body[0].value
+  name = _call_name(call.func) if isinstance(call, ast.Call) else None
+  if name not in calls:
+    raise ValueError(f'malformed genotype text: expected {expected}')
+  try:
+    return name, _bind(call, calls[name], _Grammar(nested or {}, max_range))
+  except (_Malformed, RecursionError) as e:
+    raise ValueError(f'malformed genotype text: {e}') from None
 
 
 def from_darts_string(text: str) -> AnyGenotype:
@@ -615,22 +695,46 @@ def from_darts_string(text: str) -> AnyGenotype:
   Raises:
     ValueError: on malformed text or an invalid genotype.
   """
-  try:
-    body = ast.parse(text.strip(), mode='exec').body
-  except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-    raise ValueError(f'malformed genotype text: {type(e).__name__}: {e}') from None
-  if len(body) != 1 or not isinstance(body[0], (ast.Expr, ast.Assign)):
-    raise ValueError('malformed genotype text: expected one Genotype(...) expression')
-  call = body[0].value
-  name = _call_name(call.func) if isinstance(call, ast.Call) else None
-  fields = {'Genotype': Genotype._fields, 'PerCellGenotype': PerCellGenotype._fields}
-  if name not in fields:
-    raise ValueError('malformed genotype text: expected Genotype(...) or PerCellGenotype(...)')
-  try:
-    values = _bind(call, fields[name])
-  except (_Malformed, RecursionError) as e:
-    raise ValueError(f'malformed genotype text: {e}') from None
+  name, values = parse_call(
+      text, {'Genotype': Genotype._fields, 'PerCellGenotype': PerCellGenotype._fields},
+      nested={'CellGenotype': CellGenotype._fields})
   return _from_fields(values, 'genotype' if name == 'Genotype' else 'per_cell')
+
+
+def load_from(path_or_name: str | os.PathLike, named: Mapping[str, Any],
+              parse_json: Callable[[str], Any], parse_text: Callable[[str], Any]) -> Any:
+  """Looks a genotype up by name, or reads it from a JSON or genotype-text file.
+
+  Args:
+    path_or_name: a key of `named`, or the path of a file holding JSON (`.json`
+      suffix, or text starting with '{') or genotype text.
+    named: the known genotypes by name.
+    parse_json: reads the JSON form, raising ValueError when it is invalid.
+    parse_text: reads the text form, raising ValueError when it is invalid.
+
+  Returns:
+    What `named` or the parser gives.
+
+  Raises:
+    ValueError: for an unknown name, an unreadable file or an invalid genotype,
+      naming the file.
+  """
+  name = os.fspath(path_or_name)
+  if name in named:
+    return named[name]
+  if not os.path.isfile(name):
+    raise ValueError(f'unknown genotype {name!r}: neither a file nor one of {sorted(named)}')
+  try:
+    with open(name, encoding='utf-8') as f:
+      text = f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f'cannot read genotype file {name!r}: {e}') from None
+  try:
+    if name.endswith('.json') or text.lstrip().startswith('{'):
+      return parse_json(text)
+    return parse_text(text)
+  except ValueError as e:
+    raise ValueError(f'{name}: {e}') from None
 
 
 def load(path_or_name: str | os.PathLike) -> AnyGenotype:
@@ -646,22 +750,7 @@ def load(path_or_name: str | os.PathLike) -> AnyGenotype:
   Raises:
     ValueError: for an unknown name, an unreadable file or an invalid genotype.
   """
-  name = os.fspath(path_or_name)
-  if name in NAMED:
-    return NAMED[name]
-  if not os.path.isfile(name):
-    raise ValueError(f'unknown genotype {name!r}: no such file and not one of {sorted(NAMED)}')
-  try:
-    with open(name, encoding='utf-8') as f:
-      text = f.read()
-  except (OSError, UnicodeDecodeError) as e:
-    raise ValueError(f'cannot read genotype file {name!r}: {e}') from None
-  try:
-    if name.endswith('.json') or text.lstrip().startswith('{'):
-      return from_json(text)
-    return from_darts_string(text)
-  except ValueError as e:
-    raise ValueError(f'{name}: {e}') from None
+  return load_from(path_or_name, NAMED, from_json, from_darts_string)
 
 
 # ----------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ def _scalar(v):
 class MetricWriter:
   """Appends one JSON object per record to `<workdir>/<name>.jsonl` and to TensorBoard.
 
-  Records with a step not larger than the last one already in the file are dropped on
-  resume, so a restarted run does not duplicate the steps it repeats.
+  A resumed run first calls `truncate_after(path, step)`, so the steps it repeats are
+  not recorded twice.
   """
 
   def __init__(self, workdir: str, name: str = 'metrics', tensorboard: bool = True):
@@ -50,6 +50,20 @@ class MetricWriter:
     self._file.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def check_finite(step: int, values: Mapping, *,
+                 hint: str = 'lower the learning rate or check the data') -> None:
+  """Raises FloatingPointError naming the step and the non-finite metrics.
+
+  Args:
+    step: the step the values belong to.
+    values: metric name -> scalar or array.
+    hint: what to change, ending the message; a driver names its own config fields.
+  """
+  bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
+  if bad:
+    raise FloatingPointError(f'non-finite {", ".join(bad)} at step {step}; {hint}')
 
 
 def read_jsonl(path: str, kind: str | None = None) -> list[dict]:

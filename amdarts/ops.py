@@ -35,10 +35,39 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNo
       use_bias=affine, use_scale=affine, name=name)
 
 
+class Conv(nn.Module):
+  """k×k convolution without bias, explicit symmetric padding; a 1×1 one is a matmul.
+
+  Named and laid out as flax's nn.Conv (`Conv_<i>`, kernel f32[k, k, C_in, C_out],
+  same initialiser), so parameter trees and their initial values are unchanged. A
+  1×1 convolution at stride s is x[:, ::s, ::s] · kernel: under `nn.vmap` over the
+  super-net's edges this stays a batched matmul, where `conv_general_dilated` with a
+  batched kernel becomes a grouped convolution, slow on XLA:CPU.
+  """
+
+  features: int
+  k: int
+  stride: int = 1
+  padding: int = 0
+  dilation: int = 1
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC):
+    kernel = self.param('kernel', torch_init,
+                        (self.k, self.k, x_BxHxWxC.shape[-1], self.features))
+    s = self.stride
+    if self.k == 1 and self.padding == 0:
+      x = x_BxHxWxC[:, ::s, ::s, :] if s > 1 else x_BxHxWxC
+      return jnp.einsum('bhwc,cd->bhwd', x, kernel[0, 0])
+    return jax.lax.conv_general_dilated(
+        x_BxHxWxC, kernel, (s, s), _pad(self.padding),
+        rhs_dilation=(self.dilation, self.dilation),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
 def conv(features: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-         name: str | None = None) -> nn.Conv:
-  return nn.Conv(features, (k, k), strides=stride, padding=_pad(padding),
-                 kernel_dilation=dilation, use_bias=False, kernel_init=torch_init, name=name)
+         name: str | None = None) -> Conv:
+  return Conv(features, k, stride, padding, dilation, name=name)
 
 
 class DepthwiseConv(nn.Module):

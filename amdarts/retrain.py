@@ -332,12 +332,6 @@ def _checkpoint_tree(state: TrainState, rng: jax.Array) -> dict:
   return {**tree, 'rng': rng}
 
 
-def _check_finite(step: int, values: dict) -> None:
-  bad = {k: v for k, v in values.items() if not np.isfinite(v)}
-  if bad:
-    raise FloatingPointError(f'non-finite {bad} at step {step}; lower train.lr or check the data')
-
-
 def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) -> dict | None:
   """Retrains `config.train.genotype` and evaluates it on the test split.
 
@@ -424,7 +418,7 @@ def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) ->
       epoch_end = step % steps_per_epoch == 0
       if step % config.log_every_steps == 0 or epoch_end or step == stop:
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        _check_finite(step, values)
+        metrics_lib.check_finite(step, values)
         values['epoch'] = (step - 1) // steps_per_epoch
         values['steps_per_sec'] = (step - progress.start) / max(time.time() - t0, 1e-9)
         writer.write(step, values)

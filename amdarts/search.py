@@ -36,6 +36,7 @@ from amdarts import genotypes as geno_lib
 from amdarts import hypergrad
 from amdarts import metrics as metrics_lib
 from amdarts import parallel
+from amdarts import retrain
 from amdarts import spaces
 from amdarts import supernet
 
@@ -80,20 +81,15 @@ def arch_optimizer(cfg) -> optax.GradientTransformation:
       optax.adam(cfg.a_lr, b1=cfg.a_b1, b2=cfg.a_b2))
 
 
-def cross_entropy(logits, labels, label_smoothing=0.0):
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(logits, targets))
-
-
 def make_loss_fn(net: supernet.SuperNet, batch_stats, rng, aux_weight: float):
   """loss_fn(params, alpha, batch) -> (loss, (new_batch_stats, accuracy)) in train mode."""
 
   def loss_fn(params, alpha, batch):
     (logits, aux_logits), new_stats = net.apply(
         params, batch_stats, alpha, batch['image'], train=True, rng=rng)
-    loss = cross_entropy(logits, batch['label'])
+    loss = retrain.cross_entropy(logits, batch['label'])
     if aux_logits is not None:
-      loss = loss + aux_weight * cross_entropy(aux_logits, batch['label'])
+      loss = loss + aux_weight * retrain.cross_entropy(aux_logits, batch['label'])
     acc = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     return loss, (new_stats, acc)
 
@@ -259,12 +255,6 @@ def load_search_data(config):
 # ------------------------------------------------------------------------------ driver
 
 
-def _check_finite(step: int, metrics: dict) -> None:
-  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-  if bad:
-    raise FloatingPointError(f'non-finite {", ".join(bad)} at step {step}')
-
-
 def _write_genotype(workdir: str, genotype, epoch: int | None) -> None:
   folder = workdir if epoch is None else os.path.join(workdir, 'genotypes')
   os.makedirs(folder, exist_ok=True)
@@ -350,7 +340,7 @@ def run(config, workdir: str) -> Any:
       step += 1
       if step % config.log_every_steps == 0 or step == total_steps:
         metrics = jax.device_get(metrics)
-        _check_finite(step, metrics)
+        metrics_lib.check_finite(step, metrics)
         now = time.time()
         metrics['steps_per_sec'] = config.log_every_steps / max(now - t_last, 1e-9)
         t_last = now
@@ -394,7 +384,7 @@ def _end_epoch(searcher, state, search_val, config, workdir, writer, step, epoch
       'num_parametric': geno_lib.num_parametric(genotype),
       'genotype': geno_lib.to_darts_string(genotype),
   })
-  _check_finite(step, {k: v for k, v in record.items() if isinstance(v, float)})
+  metrics_lib.check_finite(step, {k: v for k, v in record.items() if isinstance(v, float)})
   writer.write(step, record, kind='epoch')
   _write_genotype(workdir, genotype, epoch + 1)
   logging.info('epoch %d: %s', epoch + 1, record)

@@ -273,3 +273,14 @@ def test_epoch_lr_schedule_is_per_epoch_cosine():
   assert float(lr(9)) == pytest.approx(0.025)  # Constant within an epoch, as DARTS.
   assert float(lr(20)) == pytest.approx(0.001 + 0.5 * 0.024 * (1 + np.cos(np.pi / 2)))
   assert float(lr(40)) == pytest.approx(0.001)
+
+
+def test_diagnostic_logs_cosines_against_the_implicit_g2(tmp_path):
+  config = tiny_config(**{'search.diag_every': 3, 'search.epochs': 1,
+                          'search.estimator': 'first_order'})
+  search.run(config, str(tmp_path))
+  rows = metrics_lib.read_jsonl(str(tmp_path / 'metrics.jsonl'), kind='diagnostic')
+  assert [r['step'] for r in rows] == [0]  # Steps 0 of 3 in one epoch.
+  for key in ('cos_amended', 'cos_darts'):
+    assert -1.0 <= rows[0][key] <= 1.0
+  assert rows[0]['norm_g2'] > 0 and rows[0]['norm_g2_amended'] > 0

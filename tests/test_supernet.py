@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,14 +86,35 @@ def test_factorized_reduce_uses_both_pixel_phases():
                              atol=1e-6)
 
 
+def test_pointwise_conv_is_flax_conv():
+  # 1x1 convs run as slicing + matmul but keep nn.Conv's name, layout and init.
+  x = _x((2, 7, 7, 3))
+  for stride in (1, 2):
+    ours = ops_lib.conv(5, 1, stride=stride)
+    theirs = nn.Conv(5, (1, 1), strides=stride, padding=((0, 0), (0, 0)), use_bias=False,
+                     kernel_init=ops_lib.torch_init)
+    variables = ours.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_array_equal(variables['params']['kernel'],
+                                  theirs.init(jax.random.PRNGKey(0), x)['params']['kernel'])
+    np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x),
+                               rtol=1e-5, atol=1e-6)
+  assert ops_lib.conv(5, 1).init(jax.random.PRNGKey(0), x)['params']['kernel'].shape == (
+      1, 1, 3, 5)
+
+
 def test_batch_norm_without_affine_in_search_cells():
   spec = spaces.SpaceSpec(num_cells=1, edge_mode='fixed')
   net = supernet.SuperNet.create(spec, c=4)
-  params, _ = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)))
+  params, state = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)))
   flat = jax.tree_util.tree_flatten_with_path(params['cell_00'])[0]
   names = [jax.tree_util.keystr(path) for path, _ in flat]
+  assert any("'sep_conv_3x3'" in n for n in names), names
   assert not any('BatchNorm' in n for n in names), names  # No scale/bias in cells.
   assert 'scale' in params['StemCIFAR_0']['BatchNorm_0']  # The stem keeps affine BN.
+  # Running statistics are kept per edge: the group of the 5 edges leaving the cell
+  # inputs stacks them on a leading axis.
+  bn = state['cell_00']['from_0_1']['sep_conv_3x3']['DilConv_0']['BatchNorm_0']
+  assert bn['mean'].shape == (5, 4)
 
 
 def _mixed(ops, x, stride=1):
@@ -220,3 +242,110 @@ def test_supernet_output_and_reduction_shapes():
   assert params['cell_01']['Preprocess_0']['pre1']['Conv_0']['kernel'].shape[-1] == 8
   assert 'AuxiliaryHeadCIFAR_0' in params
   assert params['Dense_0']['kernel'].shape == (2 * 16, 7)
+  # Edge parameters: one stacked tree per group, edges on the leading axis. Fixed
+  # topology, 2 nodes: edges (0,0), (1,0), (0,1) leave the cell inputs, (2,1) state 2.
+  assert set(params['cell_01']) == {'Preprocess_0', 'from_0_1', 'from_2'}
+  kernel = params['cell_01']['from_0_1']['sep_conv_3x3']['DilConv_0']['DepthwiseConv_0']
+  assert kernel['kernel'].shape == (3, 3, 3, 1, 8)
+  assert params['cell_01']['from_2']['sep_conv_3x3']['DilConv_1']['Conv_0'][
+      'kernel'].shape == (1, 1, 1, 8, 8)
+
+
+def test_edge_groups_run_each_source_once_in_dependency_order():
+  edges = spaces.full_edges(4)
+  groups = supernet.edge_groups(edges)
+  assert [supernet.group_name(edges, g) for g in groups] == [
+      'from_0_1', 'from_2', 'from_3', 'from_4']
+  assert sorted(e for g in groups for e in g) == list(range(len(edges)))
+  assert [edges[e] for e in groups[1]] == [(2, 1), (2, 2), (2, 3)]
+  fixed = spaces.SpaceSpec(edge_mode='fixed').edges('normal')
+  assert [[fixed[e] for e in g] for g in supernet.edge_groups(fixed)] == [
+      [(0, 0), (1, 0), (0, 1), (0, 2), (0, 3)], [(2, 1)], [(3, 2)], [(4, 3)]]
+
+
+def _per_edge_cell(cell, variables, s0, s1, arch, train):
+  """Reference: the cell as one MixedOp per edge, applied in edge order, with each
+  edge's parameters and BN statistics sliced out of the stacked groups.
+
+  Returns (output, {group: [per-edge updated batch_stats]}).
+  """
+  spec, edges = cell.spec, cell.spec.edges(cell.key)
+  params, stats = variables['params'], variables['batch_stats']
+  pre = ops_lib.Preprocess(cell.c, cell.reduction_prev, affine=False)
+  (s0, s1), _ = pre.apply({'params': params['Preprocess_0'],
+                           'batch_stats': stats['Preprocess_0']}, s0, s1, train,
+                          mutable=['batch_stats'])
+  where = {e: (supernet.group_name(edges, g), i)
+           for g in supernet.edge_groups(edges) for i, e in enumerate(g)}
+  w = jax.nn.softmax(arch['alpha'], -1)
+  coef = (spaces.edge_coefficients(spec, arch['beta']) if spec.has_beta
+          else jnp.ones(len(edges)))
+  states, new_stats = [s0, s1], {}
+  for node in range(spec.steps):
+    acc = 0.0
+    for e, (src, dst) in enumerate(edges):
+      if dst != node:
+        continue
+      name, i = where[e]
+      sub = jax.tree.map(lambda a: a[i], {'params': params.get(name, {}),
+                                          'batch_stats': stats.get(name, {})})
+      stride = 2 if cell.reduction and src < 2 else 1
+      op = supernet.MixedOp(spec.ops, cell.c, stride, cell.depthwise, 0.0)
+      y, mutated = op.apply(sub, states[src], w[e], train, mutable=['batch_stats'])
+      new_stats.setdefault(name, {})[i] = mutated['batch_stats']
+      acc = acc + coef[e] * y
+    states.append(acc)
+  return jnp.concatenate(states[2:], -1), new_stats
+
+
+@pytest.mark.parametrize('space,edge_mode,reduction,depthwise', [
+    ('s1', 'pruned', False, 'shifted'), ('s1', 'searched', True, 'shifted'),
+    ('s2', 'fixed', True, 'native')])
+def test_batched_cell_matches_per_edge_loop(space, edge_mode, reduction, depthwise):
+  # Output, per-edge BN statistics and α/β gradients of the vmapped groups equal a
+  # plain loop over edges (train mode, batch statistics).
+  spec = spaces.SpaceSpec(ops=spaces.SPACE_OPS[space], num_cells=3, edge_mode=edge_mode,
+                          steps=3)
+  key = 'reduce' if reduction else 'normal'
+  cell = supernet.SearchCell(spec, key, 4, reduction, False, depthwise, 0.0)
+  s0, s1 = _x((2, 8, 8, 6), seed=1), _x((2, 8, 8, 6), seed=2)
+  arch = spaces.init_alpha(spec, jax.random.PRNGKey(3), scale=1.0)[key]
+  variables = cell.init(jax.random.PRNGKey(4), s0, s1, arch, True)
+  r = _x((2, 4, 4, 12) if reduction else (2, 8, 8, 12), seed=5)
+
+  def batched(arch):
+    out, mutated = cell.apply(variables, s0, s1, arch, True, mutable=['batch_stats'])
+    return jnp.vdot(r, out), (out, mutated['batch_stats'])
+
+  def looped(arch):
+    out, new_stats = _per_edge_cell(cell, variables, s0, s1, arch, True)
+    return jnp.vdot(r, out), (out, new_stats)
+
+  (_, (out, stats)), g = jax.value_and_grad(batched, has_aux=True)(arch)
+  (_, (want, want_stats)), g_want = jax.value_and_grad(looped, has_aux=True)(arch)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  for name, per_edge in want_stats.items():
+    for i, tree in per_edge.items():
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6),
+                   stats[name], tree)
+  for k in arch:
+    np.testing.assert_allclose(g[k], g_want[k], rtol=1e-4, atol=1e-5)
+
+
+def test_drop_path_is_per_edge_and_per_sample_and_spares_identity():
+  module = supernet.EdgeMixedOps(('sep_conv_3x3', 'skip_connect'), 4, 1, 'shifted', 0.5)
+  x_ExBxHxWxC = jnp.broadcast_to(_x((1, 16, 4, 4, 4)), (4, 16, 4, 4, 4))
+  w_only_sep = jnp.tile(jnp.array([1.0, 0.0]), (4, 1))
+  rngs = {'params': jax.random.PRNGKey(0), 'drop_path': jax.random.PRNGKey(1)}
+  variables = module.init(rngs, x_ExBxHxWxC, w_only_sep, True)
+  # The same parameters on every edge, so only the drop-path masks can differ.
+  variables = jax.tree.map(lambda a: jnp.broadcast_to(a[:1], a.shape), variables)
+  y, _ = module.apply(variables, x_ExBxHxWxC, w_only_sep, True,
+                      rngs={'drop_path': jax.random.PRNGKey(2)}, mutable=['batch_stats'])
+  kept_ExB = np.asarray(jnp.any(y != 0, axis=(2, 3, 4)))
+  assert 0 < kept_ExB.mean() < 1
+  assert len({tuple(row) for row in kept_ExB}) > 1  # Masks differ between edges.
+  w_only_skip = jnp.tile(jnp.array([0.0, 1.0]), (4, 1))
+  y, _ = module.apply(variables, x_ExBxHxWxC, w_only_skip, True,
+                      rngs={'drop_path': jax.random.PRNGKey(2)}, mutable=['batch_stats'])
+  np.testing.assert_array_equal(y, x_ExBxHxWxC)  # Never on Identity.

@@ -6,6 +6,7 @@ Modules:
   data: PTB-layout corpora, batching as DARTS, an offline corpus from `fortunes`.
   hparams: the PTB config read into model specs and step hyper-parameters.
   evaluation: perplexity over a split.
+  loop: resume, logging and checkpoint rules shared by search and train.
   search: `run(config, workdir)`, the architecture search.
   train: `run(config, workdir)`, training and testing a genotype.
 """

@@ -12,16 +12,20 @@ Text forms:
   * `to_darts_string` / `from_darts_string`: the repr the DARTS reference prints,
     `Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ...], concat=range(1, 9))`.
     Parsing walks the syntax tree and never evaluates the text.
+
+Parsing, file loading and the shape checks of genes are those of the convolutional
+genotypes (`amdarts.genotypes`); only the cell's rules live here.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+
+from amdarts import genotypes
 
 # Candidate ops of the DARTS recurrent space in α column order; 'none' is the zero
 # edge, which a derived genotype never keeps.
@@ -76,11 +80,6 @@ NAMED: dict[str, Genotype] = {
 }
 
 
-def _is_int(x: Any) -> bool:
-  # bool is an int subclass, but True as a state index is a typo, not a state.
-  return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
 def validate(genotype: Any) -> Genotype:
   """Checks a recurrent genotype and returns it in canonical form (tuples, ints).
 
@@ -98,12 +97,11 @@ def validate(genotype: Any) -> Genotype:
     recurrent, concat = genotype
   except (TypeError, ValueError):
     raise ValueError(f'not a recurrent genotype: {genotype!r}') from None
-  if isinstance(recurrent, (str, bytes)) or not isinstance(recurrent, Sequence) or not recurrent:
+  if not genotypes.is_sequence(recurrent) or not recurrent:
     raise ValueError(f'recurrent must be a non-empty list of (op, input) pairs, got {recurrent!r}')
   genes = []
   for i, gene in enumerate(recurrent):
-    if (isinstance(gene, (str, bytes)) or not isinstance(gene, Sequence) or len(gene) != 2
-        or not isinstance(gene[0], str) or not _is_int(gene[1])):
+    if not genotypes.is_gene(gene):
       raise ValueError(f'gene {i} must be an (op name, input index) pair, got {gene!r}')
     op, src = gene[0], int(gene[1])
     if op not in ACTIVATIONS:
@@ -114,9 +112,9 @@ def validate(genotype: Any) -> Genotype:
     genes.append((op, src))
   if isinstance(concat, range):
     concat = list(concat)
-  if isinstance(concat, (str, bytes)) or not isinstance(concat, Sequence):
+  if not genotypes.is_sequence(concat):
     raise ValueError(f'concat must be a list of states, got {concat!r}')
-  if not concat or not all(_is_int(c) for c in concat):
+  if not concat or not all(genotypes.is_int(c) for c in concat):
     raise ValueError(f'concat must be a non-empty list of integers, got {list(concat)!r}')
   concat = tuple(int(c) for c in concat)
   if len(set(concat)) != len(concat):
@@ -165,12 +163,9 @@ def derive(alpha: Any, ops: Sequence[str] = PRIMITIVES) -> Genotype:
   unknown = [o for o in ops if o not in PRIMITIVES]
   if unknown:
     raise ValueError(f'unknown op {unknown[0]!r}; known: {list(PRIMITIVES)}')
-  cand = np.array([k for k, o in enumerate(ops) if o != 'none'])
-  if cand.size == 0:
-    raise ValueError(f'no op other than none to keep among {tuple(ops)}')
+  cand = genotypes.candidates(ops)
   steps = steps_for_edges(a.shape[0])
-  e = np.exp(a - a.max(-1, keepdims=True))
-  w = (e / e.sum(-1, keepdims=True))[:, cand]
+  w = genotypes.softmax(a)[:, cand]
   genes = []
   for i in range(steps):
     w_node = w[num_edges(i):num_edges(i + 1)]  # Sources 0..i.
@@ -191,11 +186,8 @@ def to_json(genotype: Genotype) -> str:
 
 def from_json(text: str) -> Genotype:
   """Parses `to_json` output; raises ValueError with a one-line reason otherwise."""
-  try:
-    obj = json.loads(text)
-  except ValueError as e:
-    raise ValueError(f'genotype JSON is malformed: {e}') from None
-  if not isinstance(obj, dict) or obj.get('kind', 'recurrent') != 'recurrent':
+  obj = genotypes.json_object(text)
+  if obj.get('kind', 'recurrent') != 'recurrent':
     raise ValueError('genotype JSON must be an object with kind "recurrent"')
   missing = [k for k in ('recurrent', 'concat') if k not in obj]
   if missing:
@@ -217,33 +209,6 @@ def to_darts_string(genotype: Genotype) -> str:
   return f'Genotype(recurrent=[{genes}], concat={concat})'
 
 
-class _Malformed(Exception):
-  pass
-
-
-def _literal(node: ast.AST) -> Any:
-  """A str/int/list/tuple literal or a `range(...)` call of int literals."""
-  if isinstance(node, ast.Constant) and isinstance(node.value, (str, int)) and not isinstance(
-      node.value, bool):
-    return node.value
-  if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-    value = _literal(node.operand)
-    if _is_int(value):
-      return -value
-  if isinstance(node, (ast.List, ast.Tuple)):
-    return [_literal(e) for e in node.elts]
-  if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-      and node.func.id == 'range' and not node.keywords and 1 <= len(node.args) <= 3):
-    args = [_literal(a) for a in node.args]
-    if not all(_is_int(a) for a in args):
-      raise _Malformed('range() takes integer literals')
-    r = range(*args)
-    if len(r) > _MAX_RANGE:
-      raise _Malformed(f'range of {len(r)} states is too long')
-    return list(r)
-  raise _Malformed(f'unsupported expression {ast.dump(node)[:80]}')
-
-
 def from_darts_string(text: str) -> Genotype:
   """Parses a DARTS recurrent genotype repr without evaluating it.
 
@@ -253,30 +218,8 @@ def from_darts_string(text: str) -> Genotype:
   Raises:
     ValueError: on malformed text or an invalid genotype.
   """
-  try:
-    body = ast.parse(text.strip(), mode='exec').body
-  except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-    raise ValueError(f'malformed genotype text: {type(e).__name__}: {e}') from None
-  if len(body) != 1 or not isinstance(body[0], (ast.Expr, ast.Assign)):
-    raise ValueError('malformed genotype text: expected one Genotype(...) expression')
-  call = body[0].value
-  if not (isinstance(call, ast.Call) and isinstance(call.func, (ast.Name, ast.Attribute))
-          and getattr(call.func, 'id', getattr(call.func, 'attr', None)) == 'Genotype'):
-    raise ValueError('malformed genotype text: expected Genotype(recurrent=..., concat=...)')
-  fields = Genotype._fields
-  try:
-    if len(call.args) > len(fields):
-      raise _Malformed(f'too many positional fields ({len(call.args)})')
-    values = {f: _literal(a) for f, a in zip(fields, call.args)}
-    for kw in call.keywords:
-      if kw.arg not in fields or kw.arg in values:
-        raise _Malformed(f'unexpected or repeated field {kw.arg!r}')
-      values[kw.arg] = _literal(kw.value)
-  except (_Malformed, RecursionError) as e:
-    raise ValueError(f'malformed genotype text: {e}') from None
-  missing = [f for f in fields if f not in values]
-  if missing:
-    raise ValueError(f'malformed genotype text: missing field {missing[0]!r}')
+  _, values = genotypes.parse_call(text, {'Genotype': Genotype._fields},
+                                       max_range=_MAX_RANGE)
   return validate((values['recurrent'], values['concat']))
 
 
@@ -288,8 +231,8 @@ def load(path_or_name: str | os.PathLike) -> Genotype:
   """A genotype by name (`NAMED`), or from a JSON or DARTS-string file.
 
   Args:
-    path_or_name: a key of `NAMED`, or a file holding JSON (text starting with '{')
-      or a DARTS genotype string.
+    path_or_name: a key of `NAMED`, or a file holding JSON (`.json` suffix, or text
+      starting with '{') or a DARTS genotype string.
 
   Returns:
     The validated genotype.
@@ -297,17 +240,7 @@ def load(path_or_name: str | os.PathLike) -> Genotype:
   Raises:
     ValueError: for an unknown name, a missing file or malformed content.
   """
-  key = os.fspath(path_or_name)
-  if key in NAMED:
-    return NAMED[key]
-  if not os.path.isfile(key):
-    raise ValueError(f'genotype {key!r} is neither a file nor one of {sorted(NAMED)}')
-  with open(key) as f:
-    text = f.read()
-  try:
-    return from_json(text) if text.lstrip().startswith('{') else from_darts_string(text)
-  except ValueError as e:
-    raise ValueError(f'{key}: {e}') from None
+  return genotypes.load_from(path_or_name, NAMED, from_json, from_darts_string)
 
 
 def save(genotype: Genotype, directory: str, stem: str = 'genotype') -> tuple[str, str]:

@@ -39,7 +39,11 @@ from amdarts.rnn import data as data_lib
 from amdarts.rnn import evaluation
 from amdarts.rnn import genotype as genotype_lib
 from amdarts.rnn import hparams
+from amdarts.rnn import loop
 from amdarts.rnn import model as model_lib
+
+# What to change when a search metric is not finite.
+_FINITE_HINT = 'lower search.lr or search.a_lr, or raise search.clip'
 
 
 class SearchState(NamedTuple):
@@ -158,13 +162,6 @@ def _reset_streams(state: SearchState, model: model_lib.RNNModel, batch: int) ->
                         hidden_val=model.init_hidden(batch, state.hidden_val.dtype))
 
 
-def _check_finite(step: int, values: dict) -> None:
-  bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
-  if bad:
-    raise FloatingPointError(f'search step {step}: non-finite {", ".join(bad)}; lower '
-                             'search.lr or search.a_lr, or raise search.clip')
-
-
 def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
   """Searches a recurrent cell; resumes from `<workdir>/checkpoints` when present.
 
@@ -193,19 +190,11 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
   eval_fn = evaluation.make_eval_fn(model)
   state = init_state(hp, model, config.seed)
   ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  meta = {'epoch': 1, 'batch': 0, 'epoch_nll': 0.0, 'epoch_steps': 0}
-  writer_path = os.path.join(workdir, 'metrics.jsonl')
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    state = jax.tree.map(jnp.asarray, state)
-    metrics_lib.truncate_after(writer_path, int(state.step))
-  writer = metrics_lib.MetricWriter(workdir)
+  state, meta, writer = loop.resume(
+      ckpt, workdir, state, {'epoch': 1, 'batch': 0, 'epoch_nll': 0.0, 'epoch_steps': 0})
 
   def save():
     ckpt.save(int(state.step), state, dict(meta, vocab_size=corpus.vocab_size))
-
-  def stopping(step):
-    return stop_after is not None and step >= stop_after
 
   summary = {'step': int(state.step), 'epoch': meta['epoch'] - 1, 'val_ppl': None,
              'genotype': genotype_lib.to_darts_string(
@@ -233,20 +222,16 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
         meta.update(batch=b + 1, epoch_nll=meta['epoch_nll'] + float(m['train_nll']),
                     epoch_steps=meta['epoch_steps'] + 1)
         if step % config.log_every_steps == 0:
-          _check_finite(step, m)
-          writer.write(step, dict(m, epoch=epoch), kind='train')
-          progress.update(step, f'epoch {epoch} train ppl '
-                          f'{evaluation.perplexity(float(m["train_nll"])):.1f}')
+          loop.log_train(writer, progress, step, epoch, m, hint=_FINITE_HINT)
         if b == len(schedule) - 1:
           break  # The epoch-end checkpoint below covers this step (one save per step).
-        if stopping(step) or (config.checkpoint_every_steps
-                              and step % config.checkpoint_every_steps == 0):
+        if loop.should_save(step, config.checkpoint_every_steps, stop_after):
           save()
-        if stopping(step):
+        if loop.should_stop(step, stop_after):
           summary['step'] = step
           return summary
 
-      _check_finite(int(state.step), {'alpha': state.alpha})
+      metrics_lib.check_finite(int(state.step), {'alpha': state.alpha}, hint=_FINITE_HINT)
       val_nll = evaluation.evaluate(eval_fn, model, state.params, state.alpha, state.bn,
                                     val_data, s.bptt)
       genotype = genotype_lib.derive(state.alpha, tuple(config.model.ops))
@@ -264,7 +249,7 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
       save()
       summary.update(step=int(state.step), epoch=epoch, val_ppl=record['val_ppl'],
                      genotype=record['genotype'])
-      if stopping(int(state.step)):
+      if loop.should_stop(int(state.step), stop_after):
         return summary
     genotype_lib.save(genotype_lib.derive(state.alpha, tuple(config.model.ops)), workdir)
     return summary

@@ -32,10 +32,14 @@ from amdarts.rnn import data as data_lib
 from amdarts.rnn import evaluation
 from amdarts.rnn import genotype as genotype_lib
 from amdarts.rnn import hparams
+from amdarts.rnn import loop
 from amdarts.rnn import model as model_lib
 from amdarts.rnn import search as search_lib
 
 _NO_ALPHA = jnp.zeros((0, 0), jnp.float32)  # A discrete cell has no α.
+
+# What to change when a training metric is not finite.
+_FINITE_HINT = 'lower train.lr or raise train.clip'
 
 
 class TrainState(NamedTuple):
@@ -153,19 +157,12 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
   eval_fn = evaluation.make_eval_fn(model)
   state = init_state(hparams.TrainHParams.from_config(config), model, config.seed)
   ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  meta = {'epoch': 1, 'batch': 0, 'best_val': None, 'best_epoch': None, 'history': [],
-          'asgd_epoch': None}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    state = jax.tree.map(jnp.asarray, state)
-    metrics_lib.truncate_after(os.path.join(workdir, 'metrics.jsonl'), int(state.step))
-  writer = metrics_lib.MetricWriter(workdir)
+  state, meta, writer = loop.resume(
+      ckpt, workdir, state, {'epoch': 1, 'batch': 0, 'best_val': None, 'best_epoch': None,
+                             'history': [], 'asgd_epoch': None})
 
   def save():
     ckpt.save(step, state, meta)
-
-  def stopping(step):
-    return stop_after is not None and step >= stop_after
 
   step = int(state.step)
   steps_per_epoch = len(data_lib.eval_schedule(train_data.shape[0], t.bptt))
@@ -186,20 +183,12 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
         step += 1  # Counted here: reading state.step would wait for the device.
         meta['batch'] = b + 1
         if step % config.log_every_steps == 0:
-          m = jax.device_get(m)
-          bad = [k for k, v in m.items() if not np.isfinite(v)]
-          if bad:
-            raise FloatingPointError(f'train step {step}: non-finite {", ".join(bad)}; '
-                                     'lower train.lr or raise train.clip')
-          writer.write(step, dict(m, epoch=epoch), kind='train')
-          progress.update(step, f'epoch {epoch} train ppl '
-                          f'{evaluation.perplexity(float(m["train_nll"])):.1f}')
+          loop.log_train(writer, progress, step, epoch, jax.device_get(m), hint=_FINITE_HINT)
         if b == len(schedule) - 1:
           break  # The epoch-end checkpoint below covers this step (one save per step).
-        if stopping(step) or (config.checkpoint_every_steps
-                              and step % config.checkpoint_every_steps == 0):
+        if loop.should_save(step, config.checkpoint_every_steps, stop_after):
           save()
-        if stopping(step):
+        if loop.should_stop(step, stop_after):
           return {'step': step}
 
       averaging = bool(state.averaging)
@@ -224,7 +213,7 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
           'time_s': time.time() - t0}, kind='epoch')
       meta.update(epoch=epoch + 1, batch=0, history=history)
       save()
-      if stopping(step):
+      if loop.should_stop(step, stop_after):
         return {'step': step}
 
     test_nll = evaluation.evaluate(eval_fn, model, state.best_params, _NO_ALPHA, None,
