@@ -95,7 +95,7 @@ def _jaxpr_macs(jaxpr) -> int:
       total += math.prod(lhs) * math.prod(rhs[d] for d in free)
     elif name in ('scan', 'while'):
       # Loops would need their trip count; the networks here have none.
-      raise NotImplementedError(f'cannot count multiply-adds inside {name}')
+      raise ValueError(f'cannot count multiply-adds inside a {name} loop')
     for sub in _sub_jaxprs(eqn.params):
       total += _jaxpr_macs(sub)
   return total
