@@ -35,6 +35,7 @@ from amdarts import data as data_lib
 from amdarts import genotypes as geno_lib
 from amdarts import hypergrad
 from amdarts import metrics as metrics_lib
+from amdarts import ops as ops_lib
 from amdarts import parallel
 from amdarts import retrain
 from amdarts import spaces
@@ -232,8 +233,8 @@ def validate_config(config) -> None:
     raise ValueError(f'search.eps_scale must be > 0, got {s.eps_scale}')
   if s.implicit_solver not in hypergrad.SOLVERS:
     raise ValueError(f'search.implicit_solver must be one of {sorted(hypergrad.SOLVERS)}')
-  if config.model.depthwise not in ('native', 'shifted'):
-    raise ValueError(f"model.depthwise must be 'native' or 'shifted', "
+  if config.model.depthwise not in ops_lib.DEPTHWISE_IMPLS:
+    raise ValueError(f'model.depthwise must be one of {ops_lib.DEPTHWISE_IMPLS}, '
                      f'got {config.model.depthwise!r}')
   if not 0 < config.data.train_portion < 1:
     raise ValueError(f'data.train_portion must be in (0, 1), got {config.data.train_portion}')
