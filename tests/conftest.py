@@ -1,4 +1,4 @@
-"""Test setup: the repository root on sys.path, and fast XLA compiles.
+"""Test setup: the repository root on sys.path, fast XLA compiles, shared fixtures.
 
 Tests check math on tiny networks; XLA:CPU spends most of their time in LLVM
 optimisation of large second-order graphs, so tests compile at backend optimisation
@@ -9,7 +9,27 @@ Set before JAX initialises its backend; a test subprocess inherits the environme
 import os
 import sys
 
+import numpy as np
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (
       os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0').strip()
+
+
+@pytest.fixture
+def indexed_dataset():
+  """Factory of datasets whose label is the example's index, so batches reveal which examples.
+
+  `indexed_dataset(n, image_shape=(4, 4, 3))` gives n random u8 images, labels 0..n-1,
+  n classes and stats (0.5, 0.25) per channel.
+  """
+  from amdarts import data as data_lib
+
+  def make(n, image_shape=(4, 4, 3)):
+    images = np.random.default_rng(0).integers(0, 256, (n, *image_shape), dtype=np.uint8)
+    c = image_shape[-1]
+    return data_lib.ArrayDataset(images, np.arange(n), n, (0.5,) * c, (0.25,) * c)
+
+  return make
