@@ -1,8 +1,19 @@
-"""Figures written by the search: the Fig. 1-style curves per epoch."""
+"""Figures: the search curves of Fig. 1 and drawings of genotype cells.
+
+    search_curves(history, path)      none weight, skip share, parametric ops, accuracy
+    draw_genotype(genotype, path)     the cell(s) of a genotype, PNG or SVG
+
+Matplotlib is imported inside the functions, on its Agg canvas (no pyplot, no
+display), so importing this module costs nothing.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Sequence
+
+from amdarts import genotypes
 
 
 def search_curves(history: Sequence[dict], path: str) -> None:
@@ -32,3 +43,124 @@ def search_curves(history: Sequence[dict], path: str) -> None:
       ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
+
+
+# ----------------------------------------------------------------------------------
+# Genotype drawings.
+
+# Colours follow the paper's figures where they name one (skip red, sep_conv_3x3 blue).
+OP_COLORS = {
+    'none': 'tab:gray',
+    'max_pool_3x3': 'tab:purple',
+    'avg_pool_3x3': 'tab:orange',
+    'skip_connect': 'tab:red',
+    'sep_conv_3x3': 'tab:blue',
+    'sep_conv_5x5': 'tab:cyan',
+    'dil_conv_3x3': 'tab:green',
+    'dil_conv_5x5': 'tab:olive',
+}
+
+_NODE_R = 0.38     # node radius, data units.
+_ROW = 1.5         # vertical distance between intermediate nodes.
+_X_NODE = 3.0      # column of the intermediate nodes; inputs sit at x = 0.
+_X_OUT = 6.0       # column of the cell output.
+
+
+def _draw_cell(ax, cell: genotypes.CellGenotype, title: str, fontsize: float) -> None:
+  """Draws one cell: inputs left, intermediate nodes in a column, output right.
+
+  Edges between intermediate nodes bulge to the right, more for longer jumps, so no
+  edge runs through a node and nested arcs stay apart.
+  """
+  from matplotlib import patches
+
+  steps = len(cell.genes) // 2
+  top = _ROW * (steps - 1) / 2
+  pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+  pos.update({j + 2: (_X_NODE, top - _ROW * j) for j in range(steps)})
+  out = (_X_OUT, 0.0)
+  labels = {0: '$c_{k-2}$', 1: '$c_{k-1}$', 'out': '$c_{k}$'}
+  labels.update({j + 2: str(j) for j in range(steps)})
+  circles = {}
+  for state, xy in list(pos.items()) + [('out', out)]:
+    face = ('#c1e1c1' if state in (0, 1) else '#fdf1b8' if state == 'out' else '#add8e6')
+    circles[state] = patches.Circle(xy, _NODE_R, facecolor=face, edgecolor='black', lw=0.8,
+                                    zorder=3)
+    ax.add_patch(circles[state])
+    ax.text(*xy, labels[state], ha='center', va='center', fontsize=fontsize, zorder=4)
+
+  for k, (op, src) in enumerate(cell.genes):
+    dst = k // 2 + 2
+    (x0, y0), (x1, y1) = pos[src], pos[dst]
+    if src < 2:
+      # Input edges fan into the node column; labelling them at 70% of the way
+      # keeps the 2·steps labels at distinct heights (>= 0.45 apart) instead of
+      # piling them at the crossings.
+      rad, lx, ly = 0.0, x0 + 0.7 * (x1 - x0), y0 + 0.7 * (y1 - y0)
+    else:
+      # arc3 puts its control point at mid + rad·(dy, -dx); the curve's midpoint is
+      # half-way there. dy < 0 here (src is above dst), so rad < 0 bends right.
+      bulge = 0.5 + 0.5 * (dst - src - 1)
+      rad = -2 * bulge / abs(y1 - y0)
+      lx, ly = x0 + bulge, (y0 + y1) / 2
+    color = OP_COLORS.get(op, 'black')
+    ax.add_patch(patches.FancyArrowPatch(
+        (x0, y0), (x1, y1), patchA=circles[src], patchB=circles[dst], arrowstyle='-|>',
+        mutation_scale=8, connectionstyle=f'arc3,rad={rad}', color=color, lw=1.2,
+        zorder=2))
+    ax.text(lx, ly, op, ha='center', va='center', fontsize=fontsize * 0.8, color=color,
+            zorder=5, bbox=dict(boxstyle='round,pad=0.1', fc='white', ec='none', alpha=0.8))
+  for state in cell.concat:
+    ax.add_patch(patches.FancyArrowPatch(
+        pos[state], out, patchA=circles[state], patchB=circles['out'], arrowstyle='-|>',
+        mutation_scale=8, color='gray', lw=0.8, linestyle='--', zorder=1))
+
+  ax.set_title(title, fontsize=fontsize * 1.1)
+  ax.set_xlim(-0.6, _X_OUT + 0.6)
+  half = max(top, 1.0) + 0.7
+  ax.set_ylim(-half, half)
+  ax.set_aspect('equal')
+  ax.axis('off')
+
+
+def draw_genotype(genotype: genotypes.AnyGenotype, path: str | os.PathLike,
+                  dpi: int = 150) -> None:
+  """Draws the cell(s) of a genotype to a PNG or SVG file (chosen by the suffix).
+
+  Uses matplotlib's Agg canvas (no display, no graphviz). A `Genotype` gives its
+  normal and reduction cells side by side; a `PerCellGenotype` gives a grid of small
+  cells in network order, reduction cells marked in their titles. Text is kept as
+  text in SVG so op names stay searchable.
+
+  Args:
+    genotype: either kind.
+    path: output file, `.png` or `.svg`.
+    dpi: resolution of a PNG.
+  """
+  import matplotlib
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  path = os.fspath(path)
+  fmt = os.path.splitext(path)[1].lower().lstrip('.')
+  if fmt not in ('png', 'svg'):
+    raise ValueError(f'draw writes .png or .svg, got {path!r}')
+  genotype = genotypes.validate(genotype)
+  cells = genotypes.named_cells(genotype)
+  if isinstance(genotype, genotypes.Genotype):
+    ncols, size, fontsize = len(cells), 4.5, 10
+    titles = [name for name, _ in cells]
+  else:
+    ncols, size, fontsize = min(5, len(cells)), 3.0, 7
+    titles = [f'{name}{" (reduction)" if c.reduction else ""}' for name, c in cells]
+  nrows = math.ceil(len(cells) / ncols)
+  with matplotlib.rc_context({'svg.fonttype': 'none'}):
+    fig = Figure(figsize=(size * ncols, size * 0.9 * nrows))
+    FigureCanvasAgg(fig)
+    for i, ((_, cell), title) in enumerate(zip(cells, titles)):
+      _draw_cell(fig.add_subplot(nrows, ncols, i + 1), cell, title, fontsize)
+    fig.tight_layout()
+    parent = os.path.dirname(path)
+    if parent:
+      os.makedirs(parent, exist_ok=True)
+    fig.savefig(path, format=fmt, dpi=dpi)

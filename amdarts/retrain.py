@@ -43,6 +43,7 @@ import optax
 from amdarts import checkpoint as checkpoint_lib
 from amdarts import data as data_lib
 from amdarts import flops
+from amdarts import genotype_text
 from amdarts import genotypes
 from amdarts import metrics as metrics_lib
 from amdarts import network as network_lib
@@ -309,7 +310,7 @@ def load_genotype(spec: str) -> genotypes.AnyGenotype:
   if not spec:
     raise ValueError('no genotype: set --genotype (or config.train.genotype) to a '
                      f'genotype file or one of {sorted(genotypes.NAMED)}')
-  return genotypes.load(spec)
+  return genotype_text.load(spec)
 
 
 def evaluate(eval_fn, state: TrainState, dataset, batch_size: int,
@@ -373,7 +374,7 @@ def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) ->
 
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'genotype.json'), 'w') as f:
-    f.write(genotypes.to_json(genotype, indent=1))
+    f.write(genotype_text.to_json(genotype, indent=1))
   k_init, rng = jax.random.split(jax.random.PRNGKey(config.seed))
   state = init_state(net, hp, k_init, train_ds.image_shape)
   ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
@@ -381,7 +382,7 @@ def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) ->
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if ckpt.latest_step() is not None:
     restored, meta = ckpt.restore(_checkpoint_tree(state, rng))
-    if meta.get('genotype') != genotypes.to_json(genotype):
+    if meta.get('genotype') != genotype_text.to_json(genotype):
       raise checkpoint_lib.CheckpointError(
           f'{ckpt.directory} holds a run of another genotype; use a new --workdir')
     rng = jnp.asarray(restored.pop('rng'))
@@ -407,7 +408,7 @@ def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) ->
   def save():
     position = batches.position
     meta = {'epoch': position[0], 'index': position[1],
-            'genotype': genotypes.to_json(genotype)}
+            'genotype': genotype_text.to_json(genotype)}
     ckpt.save(step, _checkpoint_tree(state, rng), meta)
 
   t0, result = time.time(), None
@@ -444,7 +445,7 @@ def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) ->
       'test_accuracy': result['accuracy'], 'test_top5': result['top5'],
       'test_loss': result['loss'], 'test_examples': result['count'], 'steps': step,
       'epochs': hp.epochs, 'c': c, 'params': size.params, 'macs': size.macs,
-      'genotype': json.loads(genotypes.to_json(genotype)),
+      'genotype': json.loads(genotype_text.to_json(genotype)),
   }
   with open(os.path.join(workdir, 'result.json'), 'w') as f:
     json.dump(out, f, indent=1)

@@ -32,6 +32,7 @@ from absl import logging
 from amdarts import checkpoint as ckpt_lib
 from amdarts import config_lib
 from amdarts import data as data_lib
+from amdarts import genotype_text
 from amdarts import genotypes as geno_lib
 from amdarts import hypergrad
 from amdarts import metrics as metrics_lib
@@ -260,8 +261,8 @@ def _write_genotype(workdir: str, genotype, epoch: int | None) -> None:
   folder = workdir if epoch is None else os.path.join(workdir, 'genotypes')
   os.makedirs(folder, exist_ok=True)
   stem = 'genotype' if epoch is None else f'epoch_{epoch:03d}'
-  for ext, text in (('json', geno_lib.to_json(genotype, indent=1)),
-                    ('txt', geno_lib.to_darts_string(genotype) + '\n')):
+  for ext, text in (('json', genotype_text.to_json(genotype, indent=1)),
+                    ('txt', genotype_text.to_darts_string(genotype) + '\n')):
     tmp = os.path.join(folder, f'.{stem}.{ext}.tmp')
     with open(tmp, 'w') as f:
       f.write(text)
@@ -383,7 +384,7 @@ def _end_epoch(searcher, state, search_val, config, workdir, writer, step, epoch
       'none_weight': geno_lib.none_weight(searcher.spec, alpha),
       'skip_share': geno_lib.skip_share(genotype),
       'num_parametric': geno_lib.num_parametric(genotype),
-      'genotype': geno_lib.to_darts_string(genotype),
+      'genotype': genotype_text.to_darts_string(genotype),
   })
   metrics_lib.check_finite(step, {k: v for k, v in record.items() if isinstance(v, float)})
   writer.write(step, record, kind='epoch')
@@ -395,4 +396,4 @@ def _end_epoch(searcher, state, search_val, config, workdir, writer, step, epoch
 def _plot(history, searcher, state, workdir) -> None:
   from amdarts import plots
   plots.search_curves(history, os.path.join(workdir, 'search_curves.png'))
-  geno_lib.draw(searcher.genotype(state.alpha), os.path.join(workdir, 'genotype.png'))
+  plots.draw_genotype(searcher.genotype(state.alpha), os.path.join(workdir, 'genotype.png'))

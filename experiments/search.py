@@ -15,7 +15,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from amdarts import genotypes  # noqa: E402
+from amdarts import genotype_text  # noqa: E402
 from amdarts import parallel  # noqa: E402
 from amdarts import search  # noqa: E402
 
@@ -36,7 +36,7 @@ def main(argv):
   if isinstance(genotype, dict):  # The recurrent search returns a summary.
     print(genotype['genotype'])
   else:
-    print(genotypes.to_darts_string(genotype))
+    print(genotype_text.to_darts_string(genotype))
 
 
 if __name__ == '__main__':

@@ -33,3 +33,16 @@ def indexed_dataset():
     return data_lib.ArrayDataset(images, np.arange(n), n, (0.5,) * c, (0.25,) * c)
 
   return make
+
+
+@pytest.fixture
+def per_cell_genotype():
+  """A two-cell `PerCellGenotype` of two nodes per cell; the second is a reduction cell."""
+  from amdarts import genotypes
+
+  return genotypes.PerCellGenotype((
+      genotypes.CellGenotype((('skip_connect', 0), ('sep_conv_3x3', 1),
+                              ('sep_conv_3x3', 0), ('skip_connect', 2)), (2, 3), False),
+      genotypes.CellGenotype((('sep_conv_3x3', 1), ('sep_conv_3x3', 0),
+                              ('skip_connect', 2), ('sep_conv_3x3', 1)), (2, 3), True),
+  ))

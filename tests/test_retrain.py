@@ -15,6 +15,7 @@ import pytest
 from amdarts import checkpoint
 from amdarts import config_lib
 from amdarts import data as data_lib
+from amdarts import genotype_text
 from amdarts import genotypes as G
 from amdarts import metrics
 from amdarts import retrain
@@ -46,7 +47,8 @@ def _tiny_config():
 def _final_state(config, workdir):
   """The latest checkpoint of a run, restored into the run's structure."""
   train_ds, _ = retrain.load_datasets(config)
-  net = retrain.create_network(config, G.load(config.train.genotype), train_ds.num_classes)
+  genotype = genotype_text.load(config.train.genotype)
+  net = retrain.create_network(config, genotype, train_ds.num_classes)
   hp = retrain.step_config(config, data_lib.steps_per_epoch(len(train_ds), 8))
   template = retrain._checkpoint_tree(
       retrain.init_state(net, hp, jax.random.PRNGKey(0), train_ds.image_shape),
@@ -75,7 +77,7 @@ def test_tiny_run_writes_result_metrics_and_schedules(full_run):
   assert result['test_examples'] == 8 and result['steps'] == 8
   # 8 test examples: the accuracy is a multiple of 1/8.
   assert 0 <= result['test_accuracy'] <= 1 and (8 * result['test_accuracy']).is_integer()
-  assert G.from_json(json.dumps(result['genotype'])) == G.DARTS_V2
+  assert genotype_text.from_json(json.dumps(result['genotype'])) == G.DARTS_V2
   train = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'), 'train')
   assert [r['step'] for r in train] == list(range(1, 9))
   # Per-epoch cosine from 0.025 (E = 2: epoch 1 sits at cos(π/2)) and drop-path
@@ -133,7 +135,7 @@ def test_bad_config_fails_before_training(tmp_path, field, value, match):
 def test_per_cell_genotype_depth_must_match_model(tmp_path):
   cell = G.CellGenotype(G.DARTS_V2.normal, (2, 3, 4, 5), False)
   path = tmp_path / 'g.json'
-  path.write_text(G.to_json(G.PerCellGenotype((cell,) * 3)))
+  path.write_text(genotype_text.to_json(G.PerCellGenotype((cell,) * 3)))
   config = _tiny_config()
   config.train.genotype = str(path)
   with pytest.raises(ValueError, match='per-cell genotype has 3 cells'):

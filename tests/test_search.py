@@ -14,6 +14,7 @@ import pytest
 
 from amdarts import checkpoint as ckpt_lib
 from amdarts import data as data_lib
+from amdarts import genotype_text
 from amdarts import genotypes
 from amdarts import hypergrad
 from amdarts import metrics as metrics_lib
@@ -69,9 +70,9 @@ def test_outputs(reference_run):
   steps = [r['step'] for r in metrics_lib.read_jsonl(os.path.join(workdir, 'metrics.jsonl'),
                                                      kind='train')]
   assert steps == list(range(1, 7))
-  assert genotypes.load(os.path.join(workdir, 'genotype.json')) == genotype
+  assert genotype_text.load(os.path.join(workdir, 'genotype.json')) == genotype
   with open(os.path.join(workdir, 'genotype.txt')) as f:
-    assert genotypes.from_darts_string(f.read()) == genotype
+    assert genotype_text.from_darts_string(f.read()) == genotype
   assert os.path.exists(os.path.join(workdir, 'genotypes', 'epoch_002.json'))
   for png in ('search_curves.png', 'genotype.png'):
     assert os.path.getsize(os.path.join(workdir, png)) > 1000

@@ -13,8 +13,9 @@ Text forms:
     `Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ...], concat=range(1, 9))`.
     Parsing walks the syntax tree and never evaluates the text.
 
-Parsing, file loading and the shape checks of genes are those of the convolutional
-genotypes (`amdarts.genotypes`); only the cell's rules live here.
+Parsing and file loading are those of the convolutional genotypes
+(`amdarts.genotype_text`), and so are the shape checks of genes (`amdarts.genotypes`);
+only the cell's rules live here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from amdarts import genotype_text
 from amdarts import genotypes
 
 # Candidate ops of the DARTS recurrent space in α column order; 'none' is the zero
@@ -186,7 +188,7 @@ def to_json(genotype: Genotype) -> str:
 
 def from_json(text: str) -> Genotype:
   """Parses `to_json` output; raises ValueError with a one-line reason otherwise."""
-  obj = genotypes.json_object(text)
+  obj = genotype_text.json_object(text)
   if obj.get('kind', 'recurrent') != 'recurrent':
     raise ValueError('genotype JSON must be an object with kind "recurrent"')
   missing = [k for k in ('recurrent', 'concat') if k not in obj]
@@ -218,8 +220,8 @@ def from_darts_string(text: str) -> Genotype:
   Raises:
     ValueError: on malformed text or an invalid genotype.
   """
-  _, values = genotypes.parse_call(text, {'Genotype': Genotype._fields},
-                                       max_range=_MAX_RANGE)
+  _, values = genotype_text.parse_call(text, {'Genotype': Genotype._fields},
+                                      max_range=_MAX_RANGE)
   return validate((values['recurrent'], values['concat']))
 
 
@@ -240,7 +242,7 @@ def load(path_or_name: str | os.PathLike) -> Genotype:
   Raises:
     ValueError: for an unknown name, a missing file or malformed content.
   """
-  return genotypes.load_from(path_or_name, NAMED, from_json, from_darts_string)
+  return genotype_text.load_from(path_or_name, NAMED, from_json, from_darts_string)
 
 
 def save(genotype: Genotype, directory: str, stem: str = 'genotype') -> tuple[str, str]:
