@@ -1,9 +1,14 @@
-"""Reads the one config that describes search and retraining (configs/base.py).
+"""Reads configs: the image task's (configs/base.py) and helpers every task's checks use.
 
 Hyper-parameter consistency (Section 3.1.2, Appendix B.1) lives here: with
 `search.consistency` the search network is the retrain network (depth, width,
 cutout, drop-path, auxiliary head), otherwise DARTS's split (8 cells, C=16, no
 regularisers in search).
+
+Each task validates its config in one place before any data is read or anything
+compiles: `validate_search` / `validate_train` for the image task here,
+`amdarts.rnn.hparams.validate` for the recurrent one, both built on the `check_*`
+helpers below so a field is checked, and worded, the same way in every task.
 """
 
 from __future__ import annotations
@@ -11,8 +16,72 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any, Iterable, Sequence
 
+import numpy as np
+
+from amdarts import data as data_lib
+from amdarts import hypergrad
+from amdarts import ops as ops_lib
+from amdarts import optim
 from amdarts import spaces
+
+# Synthetic data: train examples when data.max_examples is 0.
+_SYNTHETIC_EXAMPLES = 512
+
+
+# ------------------------------------------------------------------ shared checks
+
+
+def check_positive(config, names: Iterable[str]) -> None:
+  """Raises ValueError naming the first of the dotted `names` that is not > 0."""
+  for name in names:
+    section, key = name.split('.')
+    value = config[section][key]
+    if not value > 0:
+      raise ValueError(f'{name} must be positive, got {value!r}')
+
+
+def check_choice(value: Any, choices: Sequence[Any], name: str) -> None:
+  """Raises ValueError unless `value` is one of `choices`."""
+  if value not in choices:
+    raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}')
+
+
+def check_estimator(section, prefix: str = 'search') -> None:
+  """The estimator fields a search section shares across tasks (see `make_estimator`)."""
+  if section.estimator not in hypergrad.ESTIMATORS:
+    raise ValueError(f'{prefix}.estimator must be one of {sorted(hypergrad.ESTIMATORS)}, '
+                     f'got {section.estimator!r}')
+  if section.eta < 0:
+    raise ValueError(f'{prefix}.eta must be >= 0 (the amending coefficient), '
+                     f'got {section.eta}')
+  if section.eps_scale <= 0:
+    raise ValueError(f'{prefix}.eps_scale must be > 0, got {section.eps_scale}')
+  check_choice(section.implicit_solver, sorted(hypergrad.SOLVERS),
+               f'{prefix}.implicit_solver')
+
+
+def make_estimator(section, *, weight_decay: float, momentum: float = 0.0):
+  """The configured estimator with those of the section's values it declares bound.
+
+  Args:
+    section: a search config section (estimator, eta, eps_scale, implicit_*).
+    weight_decay: the weight optimizer's L2 coefficient (DARTS's unrolled step).
+    momentum: the weight optimizer's momentum (0 for plain SGD).
+
+  Returns:
+    `estimator(loss_fn, params, alpha, model_state, train_batch, val_batch, ctx)`.
+  """
+  offered = {'eta': section.eta, 'eps_scale': section.eps_scale,
+             'weight_decay': weight_decay, 'momentum': momentum,
+             'solver': section.implicit_solver, 'maxiter': section.implicit_maxiter,
+             'ridge': section.implicit_ridge}
+  return hypergrad.make(section.estimator,
+                        **hypergrad.select_hparams(section.estimator, offered))
+
+
+# ------------------------------------------------------------------ the image task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,3 +130,51 @@ def space_spec(config, num_cells: int | None = None) -> spaces.SpaceSpec:
   cells = num_cells if num_cells is not None else search_hparams(config).cells
   return spaces.SpaceSpec(ops=ops, num_cells=cells, shared=s.shared,
                           edge_mode=s.edge_mode, steps=s.steps, inputs=inputs)
+
+
+def validate_search(config) -> None:
+  """Raises ValueError with one line for a search config that cannot run; no heavy work."""
+  s = config.search
+  check_estimator(s)
+  check_positive(config, ['search.epochs', 'search.batch_size'])
+  check_choice(config.model.depthwise, ops_lib.DEPTHWISE_IMPLS, 'model.depthwise')
+  if not 0 < config.data.train_portion < 1:
+    raise ValueError(f'data.train_portion must be in (0, 1), got {config.data.train_portion}')
+  space_spec(config)  # Unknown space/op/edge mode/topology.
+
+
+def validate_train(config) -> None:
+  """Raises ValueError with one line for a retraining config that cannot run.
+
+  What depends on the genotype (depth, per-cell layouts, ops) is checked when the
+  network is built, still before any data is read.
+  """
+  t = config.train
+  check_positive(config, ['train.epochs', 'train.batch_size', 'train.w_lr'])
+  check_choice(t.w_lr_schedule, optim.SCHEDULES, 'train.w_lr_schedule')
+  check_choice(config.model.depthwise, ops_lib.DEPTHWISE_IMPLS, 'model.depthwise')
+  if not 0 <= t.drop_path < 1 or not 0 <= t.label_smoothing < 1:
+    raise ValueError('train.drop_path and train.label_smoothing must lie in [0, 1)')
+
+
+def image_dataset(config, split: str) -> data_lib.Dataset:
+  """The `split` ('train' or 'test') of `config.data`: the image task's one loader.
+
+  Synthetic data has data.max_examples (or 512) training and a quarter as many test
+  examples, shaped by data.image_shape / data.num_classes; data.max_examples also
+  cuts a real training split to its first examples. tfds images other than
+  Fashion-MNIST's are resized to data.image_size when it is set (ImageNet).
+  """
+  d = config.data
+  if d.name == 'synthetic':
+    n = d.max_examples or _SYNTHETIC_EXAMPLES
+    return data_lib.load_dataset(
+        'synthetic', split, num_examples=n if split == 'train' else max(n // 4, 1),
+        image_shape=tuple(d.image_shape), num_classes=d.num_classes, seed=config.seed)
+  kwargs = {'data_dir': d.data_dir or None}
+  if d.name != 'fashion_mnist':  # tfds: ImageNet needs a fixed size.
+    kwargs['image_size'] = int(d.image_size) or None
+  dataset = data_lib.load_dataset(d.name, split, **kwargs)
+  if split == 'train' and d.max_examples and len(dataset) > d.max_examples:
+    dataset = dataset.subset(np.arange(d.max_examples))
+  return dataset

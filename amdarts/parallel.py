@@ -42,19 +42,33 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P('data'))
+def batch_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
+  """Arrays split along `axis` (the batch axis) over the mesh."""
+  return NamedSharding(mesh, P(*[None] * axis, 'data'))
 
 
-def put_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places this process's rows of the global batch, sharded over the mesh."""
-  sharding = batch_sharded(mesh)
+def put_batch(batch, mesh: Mesh, axis: int = 0):
+  """Places this process's part of the global batch, sharded over the mesh.
+
+  Args:
+    batch: a pytree of host arrays of the global batch.
+    mesh: the devices.
+    axis: the batch axis of every array with one (0 for images; 1 for the
+      time-major [T, B] chunks of the language model). 0-d leaves (e.g. a chunk's
+      length) are replicated.
+
+  Returns:
+    The batch as global arrays; every device holds its slice along `axis`.
+  """
   n_proc, idx = jax.process_count(), jax.process_index()
 
   def put(x):
-    rows = x.shape[0] // n_proc
-    local = x[idx * rows:(idx + 1) * rows]
-    return jax.make_array_from_process_local_data(sharding, local, x.shape)
+    x = np.asarray(x)
+    if x.ndim == 0:  # Every process holds the whole value.
+      return jax.make_array_from_process_local_data(replicated(mesh), x, x.shape)
+    rows = x.shape[axis] // n_proc
+    local = x[(slice(None),) * axis + (slice(idx * rows, (idx + 1) * rows),)]  # A view.
+    return jax.make_array_from_process_local_data(batch_sharded(mesh, axis), local, x.shape)
 
   return jax.tree.map(put, batch)
 

@@ -4,7 +4,7 @@
         --workdir=/tmp/darts_v2
 
 CIFAR follows DARTS's `train.py`: SGD with momentum, weight decay and gradient
-clipping, learning rate cosine-annealed per epoch to `lr_min`, cutout, drop-path
+clipping, learning rate cosine-annealed per epoch to `w_lr_min`, cutout, drop-path
 rising linearly from 0 to `train.drop_path` over training, auxiliary head weighted by
 `train.aux_weight`. ImageNet (`data.name == 'imagenet2012'` or `model.kind ==
 'imagenet'`) builds `NetworkImageNet`; configs/imagenet.py holds the paper's schedule
@@ -15,13 +15,13 @@ drop-path and auxiliary head as this network (config_lib.retrain_hparams).
 
 The run is data parallel over all devices (amdarts.parallel): one jitted step with the batch
 sharded on its first axis and parameters replicated, so batch norm sees the global
-batch (the step equals the single-device step). Checkpoints (orbax) are written every
-`checkpoint_every_steps` and at every epoch end; a restarted run in the same workdir
-resumes from the latest one and then follows exactly the uninterrupted run (batches
-depend only on (seed, epoch, index), per-step keys on the step number).
+batch (the step equals the single-device step). `amdarts.loop` runs it: checkpoints
+every `checkpoint_every_steps` and at every epoch end, and a restarted run in the same
+workdir resumes from the latest one and then follows exactly the uninterrupted run
+(batches depend only on (seed, epoch, index), per-step keys on the step number).
 
 Outputs in the workdir: `metrics.jsonl` (+ TensorBoard), `genotype.json`,
-`checkpoints/`, and `result.json` with the final test accuracy.
+`checkpoints/`, `config.json` and `result.json` with the final test accuracy.
 """
 
 from __future__ import annotations
@@ -30,46 +30,43 @@ import dataclasses
 import functools
 import json
 import os
-import time
 from typing import Any
 
 from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from amdarts import checkpoint as checkpoint_lib
+from amdarts import config_lib
 from amdarts import data as data_lib
 from amdarts import flops
 from amdarts import genotype_text
 from amdarts import genotypes
-from amdarts import metrics as metrics_lib
+from amdarts import loop
+from amdarts import losses
 from amdarts import network as network_lib
+from amdarts import optim
 from amdarts import parallel
-
-LR_SCHEDULES = ('cosine', 'exponential', 'linear')
-
-# Synthetic data: train examples when data.max_examples is 0 (as the search's).
-_SYNTHETIC_EXAMPLES = 512
 
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step changes.
+  """Everything a step changes, and the run's key.
 
   Attributes:
-    step: number of steps taken.
+    step: i32[] steps taken.
     params: network parameters (with the auxiliary head).
-    batch_stats: batch-norm running statistics.
-    opt_state: optimizer state.
+    model_state: batch-norm running statistics.
+    opt_state: the SGD state (momentum buffer).
+    rng: the run's base key; each step folds its step number in.
   """
 
   step: jax.Array
   params: Any
-  batch_stats: Any
+  model_state: Any
   opt_state: Any
+  rng: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,13 +76,13 @@ class StepConfig:
   Attributes:
     steps_per_epoch: optimizer steps per epoch; schedules change once per epoch.
     epochs: training length.
-    lr: initial learning rate.
-    lr_min: final learning rate of the cosine schedule.
-    lr_schedule: one of LR_SCHEDULES.
-    lr_gamma: per-epoch factor of the exponential schedule.
+    w_lr: initial learning rate.
+    w_lr_min: final learning rate of the cosine schedule.
+    w_lr_schedule: one of optim.SCHEDULES.
+    w_lr_gamma: per-epoch factor of the exponential schedule.
     warmup_epochs: linear warm-up epochs.
-    momentum: SGD momentum.
-    wd: L2 weight decay, added to the clipped gradient as torch's SGD does.
+    w_momentum: SGD momentum.
+    w_wd: L2 weight decay, added to the clipped gradient as torch's SGD does.
     grad_clip: global-norm clip of the gradient (0 = off).
     drop_path: final drop-path rate.
     aux_weight: weight of the auxiliary loss (0 = not used).
@@ -94,17 +91,27 @@ class StepConfig:
 
   steps_per_epoch: int
   epochs: int
-  lr: float
-  lr_min: float
-  lr_schedule: str
-  lr_gamma: float
+  w_lr: float
+  w_lr_min: float
+  w_lr_schedule: str
+  w_lr_gamma: float
   warmup_epochs: int
-  momentum: float
-  wd: float
+  w_momentum: float
+  w_wd: float
   grad_clip: float
   drop_path: float
   aux_weight: float
   label_smoothing: float
+
+  def learning_rate(self) -> optax.Schedule:
+    return optim.epoch_schedule(
+        self.w_lr_schedule, base=self.w_lr, minimum=self.w_lr_min, gamma=self.w_lr_gamma,
+        warmup_epochs=self.warmup_epochs, epochs=self.epochs,
+        steps_per_epoch=self.steps_per_epoch)
+
+  def optimizer(self) -> optax.GradientTransformation:
+    return optim.sgd(momentum=self.w_momentum, weight_decay=self.w_wd,
+                     grad_clip=self.grad_clip)
 
 
 def network_kind(config) -> str:
@@ -118,48 +125,21 @@ def network_kind(config) -> str:
 
 
 def step_config(config, steps_per_epoch: int) -> StepConfig:
-  """The step hyper-parameters of `config.train`, validated.
+  """The step hyper-parameters of `config.train`.
 
   Raises:
-    ValueError: for an unknown schedule or an out-of-range value.
+    ValueError: when the data make no step per epoch.
   """
   t = config.train
   hp = StepConfig(
-      steps_per_epoch=int(steps_per_epoch), epochs=int(t.epochs), lr=float(t.lr),
-      lr_min=float(t.lr_min), lr_schedule=t.lr_schedule,
-      lr_gamma=float(t.lr_gamma),
-      warmup_epochs=int(t.warmup_epochs),
-      momentum=float(t.momentum), wd=float(t.wd), grad_clip=float(t.grad_clip),
+      steps_per_epoch=int(steps_per_epoch), epochs=int(t.epochs), w_lr=float(t.w_lr),
+      w_lr_min=float(t.w_lr_min), w_lr_schedule=t.w_lr_schedule,
+      w_lr_gamma=float(t.w_lr_gamma), warmup_epochs=int(t.warmup_epochs),
+      w_momentum=float(t.w_momentum), w_wd=float(t.w_wd), grad_clip=float(t.grad_clip),
       drop_path=float(t.drop_path), aux_weight=float(t.aux_weight) if t.auxiliary else 0.0,
       label_smoothing=float(t.label_smoothing))
-  if hp.lr_schedule not in LR_SCHEDULES:
-    raise ValueError(f'train.lr_schedule must be one of {LR_SCHEDULES}, got {hp.lr_schedule!r}')
-  if hp.epochs < 1 or hp.steps_per_epoch < 1:
-    raise ValueError(f'need at least one epoch of at least one step, got {hp.epochs} epochs '
-                     f'of {hp.steps_per_epoch} steps')
-  if not 0 <= hp.drop_path < 1 or not 0 <= hp.label_smoothing < 1:
-    raise ValueError('train.drop_path and train.label_smoothing must lie in [0, 1)')
+  hp.learning_rate()  # Raises for no epochs or no steps per epoch.
   return hp
-
-
-def learning_rate(hp: StepConfig, step):
-  """Learning rate of `step`: constant within an epoch, as DARTS's per-epoch schedulers.
-
-  cosine:      lr_min + (lr - lr_min)(1 + cos(π e / E)) / 2   (DARTS CIFAR)
-  exponential: lr · γ^e                                      (DARTS ImageNet)
-  linear:      lr · (1 - e / E)                              (the paper's ImageNet)
-  During the first `warmup_epochs` epochs the rate is lr · (e + 1) / warmup instead.
-  """
-  epoch = jnp.asarray(step // hp.steps_per_epoch, jnp.float32)
-  if hp.lr_schedule == 'cosine':
-    lr = hp.lr_min + (hp.lr - hp.lr_min) * 0.5 * (1 + jnp.cos(jnp.pi * epoch / hp.epochs))
-  elif hp.lr_schedule == 'exponential':
-    lr = hp.lr * hp.lr_gamma**epoch
-  else:
-    lr = hp.lr * (1 - epoch / hp.epochs)
-  if hp.warmup_epochs:
-    lr = jnp.where(epoch < hp.warmup_epochs, hp.lr * (epoch + 1) / hp.warmup_epochs, lr)
-  return lr
 
 
 def drop_path_rate(hp: StepConfig, step):
@@ -167,133 +147,73 @@ def drop_path_rate(hp: StepConfig, step):
   return hp.drop_path * (step // hp.steps_per_epoch) / hp.epochs
 
 
-def make_optimizer(hp: StepConfig) -> optax.GradientTransformation:
-  """torch.optim.SGD(momentum, weight_decay) after clip_grad_norm, as DARTS.
-
-  The gradient is clipped first, then the decay term wd·ω is added, then momentum:
-  the order of DARTS's `clip_grad_norm` + `optimizer.step()`.
-  """
-  parts = [optax.clip_by_global_norm(hp.grad_clip)] if hp.grad_clip > 0 else []
-  parts += [optax.add_decayed_weights(hp.wd),
-            optax.sgd(functools.partial(learning_rate, hp), momentum=hp.momentum or None)]
-  return optax.chain(*parts)
-
-
-def cross_entropy(logits_BxK, labels_B, smoothing: float = 0.0):
-  """Mean cross-entropy against (1-ε)·one-hot + ε/K (DARTS's CrossEntropyLabelSmooth)."""
-  targets = jax.nn.one_hot(labels_B, logits_BxK.shape[-1])
-  if smoothing:
-    targets = optax.smooth_labels(targets, smoothing)
-  return optax.softmax_cross_entropy(logits_BxK, targets).mean()
-
-
-def init_state(net: network_lib.Network, hp: StepConfig, rng: jax.Array,
+def init_state(net: network_lib.Network, hp: StepConfig, seed: int,
                image_shape: tuple[int, ...]) -> TrainState:
-  params, batch_stats = net.init(rng, jnp.zeros((1, *image_shape), jnp.float32))
+  k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
+  params, batch_stats = net.init(k_init, jnp.zeros((1, *image_shape), jnp.float32))
   return TrainState(jnp.zeros((), jnp.int32), params, batch_stats,
-                    make_optimizer(hp).init(params))
+                    hp.optimizer().init(params), k_run)
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *,
-               net: network_lib.Network, hp: StepConfig) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch: dict, *, net: network_lib.Network,
+               hp: StepConfig) -> tuple[TrainState, dict]:
   """One SGD step on a global batch.
 
   Args:
-    state: the current state.
+    state: the current state; the step's key is fold_in(state.rng, step), so a
+      resumed run draws the same drop-path masks as an uninterrupted one.
     batch: {'image': f32[B, H, W, C], 'label': i32[B]}.
-    rng: the run's base key; the step's key is fold_in(rng, step), so a resumed run
-      draws the same drop-path masks as an uninterrupted one.
     net: the network (static).
     hp: step hyper-parameters (static).
 
   Returns:
     (new state, metrics of this step: loss, accuracy, grad_norm, lr, drop_path).
   """
-  key = jax.random.fold_in(rng, state.step)
+  key = jax.random.fold_in(state.rng, state.step)
   rate = drop_path_rate(hp, state.step)
+  lr = hp.learning_rate()(state.step)
 
   def loss_fn(params):
     (logits, aux_logits), batch_stats = net.apply(
-        params, state.batch_stats, batch['image'], train=True, drop_path_rate=rate, rng=key)
-    loss = cross_entropy(logits, batch['label'], hp.label_smoothing)
+        params, state.model_state, batch['image'], train=True, drop_path_rate=rate, rng=key)
+    loss = losses.cross_entropy(logits, batch['label'], hp.label_smoothing)
     total = loss
     if hp.aux_weight and aux_logits is not None:
-      total = loss + hp.aux_weight * cross_entropy(aux_logits, batch['label'],
-                                                   hp.label_smoothing)
+      total = loss + hp.aux_weight * losses.cross_entropy(aux_logits, batch['label'],
+                                                          hp.label_smoothing)
     return total, (loss, logits, batch_stats)
 
   (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  updates, opt_state = make_optimizer(hp).update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  direction, opt_state = hp.optimizer().update(grads, state.opt_state, state.params)
+  params = optim.apply_lr(state.params, direction, lr)
   metrics = {
       'loss': total,
       'ce_loss': loss,
-      'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
-      'grad_norm': jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads))),
-      'lr': learning_rate(hp, state.step),
+      'accuracy': losses.accuracy(logits, batch['label']),
+      'grad_norm': optax.tree.norm(grads),
+      'lr': lr,
       'drop_path': jnp.asarray(rate, jnp.float32),
   }
-  return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
+  return state.replace(step=state.step + 1, params=params, model_state=batch_stats,
+                       opt_state=opt_state), metrics
 
 
 def eval_step(state: TrainState, batch: dict, *, net: network_lib.Network) -> dict:
-  """Sums over the real (mask = 1) examples of a batch: loss, top-1, top-5 hits.
-
-  Returns:
-    {'loss': Σ CE, 'correct': Σ top-1 hits, 'correct5': Σ top-5 hits, 'count': Σ mask}.
-  """
-  (logits, _), _ = net.apply(state.params, state.batch_stats, batch['image'], train=False)
-  mask = batch.get('mask', jnp.ones(logits.shape[:1]))
-  labels = batch['label']
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  k = min(5, logits.shape[-1])
-  top5 = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1)
-  return {
-      'loss': jnp.sum(ce * mask),
-      'correct': jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-      'correct5': jnp.sum(top5 * mask),
-      'count': jnp.sum(mask),
-  }
+  """Sums over the real (mask = 1) examples of a batch (losses.classification_sums)."""
+  (logits, _), _ = net.apply(state.params, state.model_state, batch['image'], train=False)
+  return losses.classification_sums(logits, batch['label'], batch.get('mask'))
 
 
-@functools.lru_cache(maxsize=8)
-def compiled_steps(net: network_lib.Network, hp: StepConfig, mesh: jax.sharding.Mesh):
-  """Jitted (train_step, eval_step) for a mesh: batch sharded on axis 0, rest replicated.
-
-  Cached on its hashable arguments, so runs with the same setting in one process (a
-  resumed run, tests) share the compiled code.
-  """
+def compile_steps(net: network_lib.Network, hp: StepConfig, mesh: jax.sharding.Mesh):
+  """Jitted (train_step, eval_step) for a mesh: batch sharded on axis 0, rest replicated."""
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   train = jax.jit(functools.partial(train_step, net=net, hp=hp),
-                  in_shardings=(replicated, sharded, replicated),
+                  in_shardings=(replicated, sharded),
                   out_shardings=(replicated, replicated), donate_argnums=0)
   evaluate = jax.jit(functools.partial(eval_step, net=net),
                      in_shardings=(replicated, sharded), out_shardings=replicated)
   return train, evaluate
-
-
-def load_datasets(config) -> tuple[Any, Any]:
-  """(full train split, test split) of `config.data`.
-
-  Synthetic data has data.max_examples (or 512) training and a quarter as many test
-  examples, shaped by data.image_shape / data.num_classes.
-  """
-  d = config.data
-  kwargs = {'data_dir': d.data_dir or None}
-  if d.name == 'synthetic':
-    n = d.max_examples or _SYNTHETIC_EXAMPLES
-    kwargs = dict(image_shape=tuple(d.image_shape), num_classes=d.num_classes, seed=config.seed)
-    train = data_lib.load_dataset('synthetic', 'train', num_examples=n, **kwargs)
-    test = data_lib.load_dataset('synthetic', 'test', num_examples=max(n // 4, 1), **kwargs)
-    return train, test
-  if d.name != 'fashion_mnist':  # tfds: ImageNet needs a fixed size.
-    kwargs['image_size'] = int(d.image_size) or None
-  train = data_lib.load_dataset(d.name, 'train', **kwargs)
-  test = data_lib.load_dataset(d.name, 'test', **kwargs)
-  if d.max_examples and len(train) > d.max_examples:
-    train = train.subset(np.arange(d.max_examples))
-  return train, test
 
 
 def create_network(config, genotype: genotypes.AnyGenotype, num_classes: int,
@@ -316,40 +236,45 @@ def load_genotype(spec: str) -> genotypes.AnyGenotype:
 def evaluate(eval_fn, state: TrainState, dataset, batch_size: int,
              mesh: jax.sharding.Mesh) -> dict:
   """Loss, top-1 and top-5 accuracy over a whole split (last batch padded and masked)."""
-  totals = None
-  for batch in data_lib.epoch_batches(dataset, batch_size=batch_size, shuffle=False,
-                                      drop_remainder=False):
-    sums = eval_fn(state, parallel.put_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals['count'])
-  return {'loss': float(totals['loss']) / count, 'accuracy': float(totals['correct']) / count,
-          'top5': float(totals['correct5']) / count, 'count': int(count)}
+  batches = (parallel.put_batch(b, mesh) for b in data_lib.epoch_batches(
+      dataset, batch_size=batch_size, shuffle=False, drop_remainder=False))
+  totals = loop.sum_batches(eval_fn, state, batches)
+  count = totals['count']
+  return {'loss': totals['loss'] / count, 'accuracy': totals['correct'] / count,
+          'top5': totals['correct5'] / count, 'count': int(count)}
 
 
-def _checkpoint_tree(state: TrainState, rng: jax.Array) -> dict:
-  """The checkpointed pytree: the state's fields plus the run's base key."""
-  tree = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
-  return {**tree, 'rng': rng}
+class TestEvaluation(loop.Hook):
+  """At each epoch's end: the test-split evaluation, recorded as kind='eval'."""
+
+  def __init__(self, eval_fn, dataset, batch_size: int, mesh):
+    self.eval_fn, self.dataset, self.batch_size, self.mesh = eval_fn, dataset, batch_size, mesh
+    self.last = None  # The latest evaluation of this call; None until an epoch ends.
+
+  def evaluate(self, state) -> dict:
+    return evaluate(self.eval_fn, state, self.dataset, self.batch_size, self.mesh)
+
+  def end_epoch(self, run, state):
+    self.last = self.evaluate(state)
+    run.writer.write(run.step, {**self.last, 'epoch': run.epoch}, kind='eval')
+    return state
 
 
-def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) -> dict | None:
+def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict | None:
   """Retrains `config.train.genotype` and evaluates it on the test split.
 
   Args:
     config: the run's ConfigDict (configs/base.py).
     workdir: output directory; an existing checkpoint in it is resumed.
-    max_steps: stop after this many steps in total (with a checkpoint), e.g. to
+    stop_after: stop once this many steps are done (with a checkpoint), e.g. to
       split a long run over several jobs; None runs all `train.epochs`.
 
   Returns:
     The contents of `result.json` ({'test_accuracy', 'test_top5', 'test_loss',
-    'params', 'macs', ...}), or None when stopped by `max_steps` before the end.
+    'params', 'macs', ...}), or None when stopped by `stop_after` before the end.
   """
-  if config.task == 'ptb':
-    from amdarts.rnn import train as rnn_train  # The recurrent cell's evaluation.
-    return rnn_train.run(config, workdir, stop_after=max_steps)
   # Everything that can be wrong with the config fails here, before data or compile.
+  config_lib.validate_train(config)
   genotype = load_genotype(config.train.genotype)
   t = config.train
   eval_bs = int(t.eval_batch_size) or t.batch_size
@@ -363,92 +288,52 @@ def train_and_evaluate(config, workdir: str, *, max_steps: int | None = None) ->
     c = width.c
     logging.info('mobile setting: %s', flops.format_profile(width))
   create_network(config, genotype, num_classes=1, c=c)  # Validates depth, width, ops.
-  step_config(config, steps_per_epoch=1)  # Validates the schedule.
 
-  train_ds, test_ds = load_datasets(config)
+  train_ds = config_lib.image_dataset(config, 'train')
+  test_ds = config_lib.image_dataset(config, 'test')
   net = create_network(config, genotype, train_ds.num_classes, c)
   steps_per_epoch = data_lib.steps_per_epoch(len(train_ds), t.batch_size)
   hp = step_config(config, steps_per_epoch)
-  total_steps = hp.epochs * steps_per_epoch
-  train_fn, eval_fn = compiled_steps(net, hp, mesh)
+  train_fn, eval_fn = loop.cached(compile_steps, net, hp, mesh)
 
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'genotype.json'), 'w') as f:
     f.write(genotype_text.to_json(genotype, indent=1))
-  k_init, rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  state = init_state(net, hp, k_init, train_ds.image_shape)
-  ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  epoch, index = 0, 0
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  if ckpt.latest_step() is not None:
-    restored, meta = ckpt.restore(_checkpoint_tree(state, rng))
-    if meta.get('genotype') != genotype_text.to_json(genotype):
-      raise checkpoint_lib.CheckpointError(
-          f'{ckpt.directory} holds a run of another genotype; use a new --workdir')
-    rng = jnp.asarray(restored.pop('rng'))
-    state = TrainState(**restored)
-    epoch, index = int(meta['epoch']), int(meta['index'])
-    metrics_lib.truncate_after(metrics_path, int(state.step))
-    logging.info('resumed from step %d (epoch %d, batch %d)', int(state.step), epoch, index)
-  state, rng = parallel.put_replicated((state, rng), mesh)
-
   # Pad-4 random crops are CIFAR's; ImageNet images come resized and centre-cropped.
   crop = 4 if network_kind(config) == 'cifar' else 0
   augment = data_lib.Augment(crop_padding=crop, flip=bool(config.data.flip),
                              cutout_length=int(t.cutout))
-  batches = data_lib.Batches(train_ds, t.batch_size, seed=config.seed, augment=augment,
-                             epoch=epoch, index=index)
-  writer = metrics_lib.MetricWriter(workdir)
-  step = int(state.step)
-  progress = metrics_lib.Progress(total_steps, start=step)
-  stop = total_steps if max_steps is None else min(max_steps, total_steps)
+
+  def get(epoch, index):
+    return parallel.put_batch(data_lib.batch_at(
+        train_ds, epoch, index, batch_size=t.batch_size, seed=config.seed, augment=augment),
+        mesh)
+
+  state = init_state(net, hp, config.seed, train_ds.image_shape)
   logging.info('C=%d, %d parameters; %d steps of %d examples (%d epochs)', c,
-               flops.count_params(state.params), total_steps, t.batch_size, hp.epochs)
-
-  def save():
-    position = batches.position
-    meta = {'epoch': position[0], 'index': position[1],
-            'genotype': genotype_text.to_json(genotype)}
-    ckpt.save(step, _checkpoint_tree(state, rng), meta)
-
-  t0, result = time.time(), None
-  try:
-    while step < stop:
-      state, step_metrics = train_fn(state, parallel.put_batch(next(batches), mesh), rng)
-      step += 1
-      epoch_end = step % steps_per_epoch == 0
-      if step % config.log_every_steps == 0 or epoch_end or step == stop:
-        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        metrics_lib.check_finite(step, values)
-        values['epoch'] = (step - 1) // steps_per_epoch
-        values['steps_per_sec'] = (step - progress.start) / max(time.time() - t0, 1e-9)
-        writer.write(step, values)
-        progress.update(step, f'loss {values["loss"]:.3f} acc {values["accuracy"]:.3f}')
-      if epoch_end:
-        result = evaluate(eval_fn, state, test_ds, eval_bs, mesh)
-        writer.write(step, {**result, 'epoch': step // steps_per_epoch - 1}, kind='eval')
-      if epoch_end or step % config.checkpoint_every_steps == 0 or step == stop:
-        save()
-    progress.close()
-    ckpt.wait()
-    if step < total_steps:
-      return None
-    if result is None:  # Restarted after the last epoch: its evaluation is not at hand.
-      result = evaluate(eval_fn, state, test_ds, eval_bs, mesh)
-  finally:
-    writer.close()
-    ckpt.close()
+               flops.count_params(state.params), hp.epochs * steps_per_epoch, t.batch_size,
+               hp.epochs)
+  test_eval = TestEvaluation(eval_fn, test_ds, eval_bs, mesh)
+  hooks = [loop.LogMetrics(lambda m: f"loss {m['loss']:.3f} acc {m['accuracy']:.3f}"),
+           test_eval]
+  result = loop.run(state, train_fn, loop.Batches.fixed(hp.epochs, steps_per_epoch, get),
+                    hooks, workdir, config=config, mesh=mesh, stop_after=stop_after,
+                    fingerprint={'genotype': genotype_text.to_json(genotype)})
+  if not result.finished:
+    return None
+  # Restarted after the last epoch: its evaluation is not at hand.
+  test = test_eval.last or test_eval.evaluate(result.state)
   size = flops.network_profile(
       dataclasses.replace(net, module=net.module.clone(depthwise='native')),
       train_ds.image_shape)
   out = {
-      'test_accuracy': result['accuracy'], 'test_top5': result['top5'],
-      'test_loss': result['loss'], 'test_examples': result['count'], 'steps': step,
+      'test_accuracy': test['accuracy'], 'test_top5': test['top5'],
+      'test_loss': test['loss'], 'test_examples': test['count'], 'steps': result.step,
       'epochs': hp.epochs, 'c': c, 'params': size.params, 'macs': size.macs,
       'genotype': json.loads(genotype_text.to_json(genotype)),
   }
   with open(os.path.join(workdir, 'result.json'), 'w') as f:
     json.dump(out, f, indent=1)
-  print(f'test accuracy {100 * result["accuracy"]:.2f}% (top-5 {100 * result["top5"]:.2f}%) '
-        f'on {result["count"]} examples; {flops.format_profile(size)}')
+  print(f'test accuracy {100 * test["accuracy"]:.2f}% (top-5 {100 * test["top5"]:.2f}%) '
+        f'on {test["count"]} examples; {flops.format_profile(size)}')
   return out

@@ -21,7 +21,6 @@ oscillation, until ω is updated often enough to keep up.
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import NamedTuple, Sequence
 
@@ -35,20 +34,21 @@ X_TRAIN = 1.0  # The single training sample (Appendix A.2).
 X_VAL = 2.0  # The single validation sample.
 
 
-def loss_fn(params, alpha, batch):
+def loss_fn(params, alpha, batch, model_state=None):
   """L(ω, α; x) = (ωx − α)², in the `hypergrad` loss signature.
 
   Args:
     params: ω, a scalar or a 1-element array.
     alpha: α, same shape as `params`.
     batch: the sample x (a scalar).
+    model_state: passed through unchanged; the toy model has none (None).
 
   Returns:
-    (loss, aux): the scalar loss (summed, so 1-element arrays give a scalar) and
-    {'residual': ωx − α}.
+    (loss, (model_state, metrics)): the scalar loss (summed, so 1-element arrays give
+    a scalar), and {'residual': ωx − α}.
   """
   residual = params * batch - alpha
-  return jnp.sum(residual**2), {'residual': residual}
+  return jnp.sum(residual**2), (model_state, {'residual': residual})
 
 
 def omega_star(alpha, x_train=X_TRAIN):
@@ -134,8 +134,9 @@ def run(estimator_name, *, steps, alpha0, omega0, w_lr, a_lr, w_steps_per_a_step
     exact_inner: solve the inner problem exactly instead of by gradient descent.
     x_train: training sample.
     x_val: validation sample.
-    **hparams: estimator hyper-parameters (eta, xi, eps_scale, solver, ...);
-      `hypergrad.make` binds those the estimator accepts.
+    **hparams: estimator hyper-parameters (eta, eps_scale, solver, ...), those
+      the estimator declares (`hypergrad.ESTIMATORS`); `xi`, second-order DARTS's
+      virtual step, goes to the estimator's step context instead.
 
   Returns:
     The `Trajectory`.
@@ -143,7 +144,8 @@ def run(estimator_name, *, steps, alpha0, omega0, w_lr, a_lr, w_steps_per_a_step
   if steps < 1 or w_steps_per_a_step < 0:
     raise ValueError(f'need steps >= 1 and w_steps_per_a_step >= 0, got {steps} and '
                      f'{w_steps_per_a_step}')
-  hparams.setdefault('xi', w_lr)
+  # ξ is the weight learning rate unless given, as in DARTS.
+  ctx = hypergrad.StepContext(lr=hparams.pop('xi', w_lr))
   estimator = hypergrad.make(estimator_name, **hparams)
   dtype = jnp.result_type(float)  # float64 under x64, else float32.
   grad_w = jax.grad(lambda w, a: loss_fn(w, a, x_train)[0])
@@ -158,7 +160,7 @@ def run(estimator_name, *, steps, alpha0, omega0, w_lr, a_lr, w_steps_per_a_step
     alpha, omega = carry
     if exact_inner:
       omega = omega_star(alpha, x_train)
-    grad_alpha, aux = estimator(loss_fn, omega, alpha, x_train, x_val)
+    grad_alpha, aux = estimator(loss_fn, omega, alpha, None, x_train, x_val, ctx)
     alpha = alpha - a_lr * grad_alpha
     omega = inner(omega, alpha)
     val_loss = loss_fn(omega, alpha, x_val)[0]
@@ -192,7 +194,7 @@ def run_all(estimators: Sequence[str], etas: Sequence[float], **run_kw
   """
   runs = {}
   for name in estimators:
-    if 'eta' in inspect.signature(hypergrad.ESTIMATORS[name]).parameters:
+    if 'eta' in hypergrad.ESTIMATORS[name].hparams:
       for eta in etas:
         runs[f'{name} η={eta:g}'] = run(name, eta=eta, **run_kw)
     else:

@@ -37,54 +37,55 @@ def get_config():
   c.model.kind = ''  # 'cifar' or 'imagenet' network; '' = from data.name.
   c.model.cells = 20  # Depth.
   c.model.c = 36  # Base width.
-  c.model.stem_multiplier = 3
+  c.model.stem_multiplier = 3  # Stem width = stem_multiplier · C (CIFAR stems).
   c.model.depthwise = 'native'  # 'native' grouped conv (GPU) or 'shifted' (fast on CPU).
 
   c.search = ml_collections.ConfigDict()
   c.search.consistency = False  # Search with the retrain depth/width/regularisers.
   c.search.cells = 8  # Depth of the search network without consistency.
   c.search.c = 16  # Width of the search network without consistency.
-  c.search.epochs = 100
+  c.search.epochs = 100  # Search length.
   c.search.batch_size = 96  # Global batch, split over all devices.
   c.search.estimator = 'amended_exact'  # See amdarts.hypergrad.ESTIMATORS.
   c.search.eta = 0.1  # Amending coefficient η (eq. 5).
   c.search.eps_scale = 0.01  # Finite differences: ε = eps_scale / ‖∇ω L_val‖.
-  c.search.w_lr = 0.025  # Weights: SGD, cosine from w_lr to w_lr_min.
-  c.search.w_lr_min = 0.001
-  c.search.w_momentum = 0.9
-  c.search.w_wd = 3e-4
+  c.search.w_lr = 0.025  # Weights: SGD, cosine per epoch from w_lr to w_lr_min.
+  c.search.w_lr_min = 0.001  # Final weight learning rate.
+  c.search.w_momentum = 0.9  # SGD momentum on ω.
+  c.search.w_wd = 3e-4  # L2 on ω added to the clipped gradient (torch SGD weight_decay).
   c.search.grad_clip = 5.0  # Global-norm clip of the weight gradient.
-  c.search.a_lr = 3e-4  # Architecture: Adam.
-  c.search.a_b1 = 0.5
-  c.search.a_b2 = 0.999
+  c.search.a_lr = 3e-4  # Architecture: Adam learning rate.
+  c.search.a_b1 = 0.5  # Adam β1 on α (DARTS: 0.5).
+  c.search.a_b2 = 0.999  # Adam β2 on α.
   c.search.a_wd = 1e-3  # L2 on α added to the gradient, as torch Adam's weight_decay.
   c.search.alpha_init_scale = 1e-3  # α ~ scale · N(0, 1) as DARTS.
   c.search.eval_batches = 0  # Super-net eval on search-val per epoch: N batches (0 = all).
   c.search.diag_every = 0  # Every K steps log cos(g2', g2), cos(g2_darts, g2); 0 = off.
   c.search.implicit_solver = 'cg'  # Implicit g2 (estimator and diagnostic): 'cg'/'neumann'.
-  c.search.implicit_maxiter = 20
+  c.search.implicit_maxiter = 20  # CG iterations / Neumann terms.
   c.search.implicit_ridge = 1e-2  # Damping: (H + ridge·I)⁻¹.
 
   c.train = ml_collections.ConfigDict()
   c.train.genotype = ''  # Path to genotype.json / DARTS string file, or a name (DARTS_V2).
-  c.train.epochs = 600
-  c.train.batch_size = 96
-  c.train.lr = 0.025  # SGD, cosine to lr_min.
-  c.train.lr_min = 0.0
-  c.train.lr_schedule = 'cosine'  # 'cosine', 'exponential' (×lr_gamma per epoch), 'linear'.
-  c.train.lr_gamma = 0.97
-  c.train.warmup_epochs = 0
-  c.train.eval_batch_size = 0  # 0 = train.batch_size.
-  c.train.momentum = 0.9
-  c.train.wd = 3e-4
-  c.train.grad_clip = 5.0
+  c.train.epochs = 600  # Retraining length.
+  c.train.batch_size = 96  # Global batch, split over all devices.
+  c.train.w_lr = 0.025  # SGD learning rate, per-epoch schedule from here.
+  c.train.w_lr_min = 0.0  # Final learning rate of the cosine schedule.
+  c.train.w_lr_schedule = 'cosine'  # 'cosine', 'exponential' (×w_lr_gamma/epoch), 'linear'.
+  c.train.w_lr_gamma = 0.97  # Per-epoch factor of the exponential schedule.
+  c.train.warmup_epochs = 0  # Linear learning-rate warm-up epochs (0 = none).
+  c.train.eval_batch_size = 0  # Test-split batch; 0 = train.batch_size.
+  c.train.w_momentum = 0.9  # SGD momentum.
+  c.train.w_wd = 3e-4  # L2 on ω added to the clipped gradient (torch SGD weight_decay).
+  c.train.grad_clip = 5.0  # Global-norm clip of the weight gradient (0 = off).
   c.train.cutout = 16  # Cutout length (0 = off).
   c.train.drop_path = 0.2  # Final drop-path rate, rising linearly over training.
   c.train.auxiliary = True  # Auxiliary head at 2/3 depth.
-  c.train.aux_weight = 0.4
-  c.train.label_smoothing = 0.0
+  c.train.aux_weight = 0.4  # Weight of the auxiliary head's loss.
+  c.train.label_smoothing = 0.0  # ε of the smoothed training targets (ImageNet: 0.1).
 
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 200  # Also at every epoch end.
-  c.keep_checkpoints = 2
+  # The run loop (amdarts.loop), shared by every task.
+  c.log_every_steps = 50  # Record train metrics every N steps (and at epoch ends).
+  c.checkpoint_every_steps = 200  # Also at every epoch end; 0 = only there.
+  c.keep_checkpoints = 2  # Newest checkpoints kept in <workdir>/checkpoints.
   return c

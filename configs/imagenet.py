@@ -14,8 +14,8 @@ head (both as DARTS's train_imagenet.py). The paper reports 24.7% / 24.3% / 24.3
 top-1 error for S1 pruned / S2 fixed / S2 searched edges (5.2M-5.5M params,
 586M-596M multiply-adds).
 
-DARTS's own ImageNet schedule: --config.train.lr=0.1 --config.train.batch_size=128
---config.train.lr_schedule=exponential --config.train.warmup_epochs=0 --config.model.c=48.
+DARTS's own ImageNet schedule: --config.train.w_lr=0.1 --config.train.batch_size=128
+--config.train.w_lr_schedule=exponential --config.train.warmup_epochs=0 --config.model.c=48.
 """
 
 from configs import base
@@ -33,12 +33,12 @@ def get_config():
   c.train.epochs = 250
   c.train.batch_size = 1024  # Not stated in the paper; PC-DARTS's with lr 0.5.
   c.train.eval_batch_size = 1024  # The last batch is padded and masked.
-  c.train.lr = 0.5
-  c.train.lr_schedule = 'linear'  # lr·(1 - epoch/epochs); 'cosine', 'exponential'.
-  c.train.lr_gamma = 0.97  # Per-epoch factor of the exponential schedule (DARTS).
+  c.train.w_lr = 0.5
+  c.train.w_lr_schedule = 'linear'  # w_lr·(1 - epoch/epochs); 'cosine', 'exponential'.
+  c.train.w_lr_gamma = 0.97  # Per-epoch factor of the exponential schedule (DARTS).
   c.train.warmup_epochs = 5  # PC-DARTS warms up 5 epochs at batch 1024; unstated in the paper.
-  c.train.lr_min = 0.0
-  c.train.wd = 3e-5
+  c.train.w_lr_min = 0.0
+  c.train.w_wd = 3e-5
   c.train.cutout = 0
   c.train.drop_path = 0.0  # DARTS's ImageNet default.
   c.train.auxiliary = True

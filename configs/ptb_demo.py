@@ -5,8 +5,10 @@
     python experiments/train.py --config=configs/ptb_demo.py \
         --config.train.genotype=/tmp/ptb_demo/genotype.json --workdir=/tmp/ptb_demo_train
 
-The corpus is built on first use into `<workdir>/data` in PTB's layout and
-preprocessing (10k vocabulary, <unk>, N for numbers; see amdarts.rnn.data). The
+The corpus is built once, on first use, into the user's cache
+(`~/.cache/amdarts/fortunes_ptb_v10000_*`, or `$AMDARTS_CACHE`; search and training
+share it) in PTB's layout and preprocessing (10k vocabulary, <unk>, N for numbers;
+see amdarts.rnn.data). The
 model is tiny (16 search units, 32 evaluation units) and sees the first 60k
 training tokens, so perplexities stay far above PTB's ~55; what the demo shows is
 the whole pipeline (amended gradient, checkpoints, genotype files, evaluation) end

@@ -1,8 +1,10 @@
 r"""Architecture search: `python experiments/search.py --config=configs/cifar_s1.py`.
 
-Flags only; the loop is `amdarts.search.run`. Override any config field with
-`--config.search.epochs=3` style flags; the config is locked, so a typo fails.
-Running again with the same --workdir resumes from the latest checkpoint.
+Flags only; `config.task` picks the driver (`amdarts.search.run` for image cells,
+`amdarts.rnn.search.run` for recurrent cells), which prints the found genotype.
+Override any config field with `--config.search.epochs=3` style flags; the config is
+locked, so a typo fails. Running again with the same --workdir resumes from the
+latest checkpoint.
 """
 
 import os
@@ -15,9 +17,12 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from amdarts import genotype_text  # noqa: E402
 from amdarts import parallel  # noqa: E402
 from amdarts import search  # noqa: E402
+from amdarts.rnn import search as rnn_search  # noqa: E402
+
+# config.task -> the driver: run(config, workdir).
+DRIVERS = {'image': search.run, 'ptb': rnn_search.run}
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config module.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory.')
@@ -31,12 +36,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  if config.task not in DRIVERS:
+    raise app.UsageError(f'config.task must be one of {sorted(DRIVERS)}, got {config.task!r}')
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  genotype = search.run(_CONFIG.value, _WORKDIR.value)
-  if isinstance(genotype, dict):  # The recurrent search returns a summary.
-    print(genotype['genotype'])
-  else:
-    print(genotype_text.to_darts_string(genotype))
+  DRIVERS[config.task](config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,8 @@
 
 `--genotype` (a genotype file or a name in amdarts.genotypes.NAMED) overrides
 config.train.genotype. Rerunning with the same --workdir resumes from its latest
-checkpoint. All logic lives in amdarts.retrain.train_and_evaluate.
+checkpoint. `config.task` picks the driver: `amdarts.retrain.train_and_evaluate` for
+image cells, `amdarts.rnn.train.run` for recurrent cells; all logic lives there.
 """
 
 import os
@@ -22,6 +23,10 @@ from absl import logging
 from ml_collections import config_flags
 
 from amdarts import retrain
+from amdarts.rnn import train as rnn_train
+
+# config.task -> the driver: run(config, workdir).
+DRIVERS = {'image': retrain.train_and_evaluate, 'ptb': rnn_train.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (configs/*.py).', lock_config=True)
@@ -35,10 +40,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  if config.task not in DRIVERS:
+    raise app.UsageError(f'config.task must be one of {sorted(DRIVERS)}, got {config.task!r}')
   if _GENOTYPE.value:
     config.train.genotype = _GENOTYPE.value  # A locked config still takes new values.
   logging.info('config:\n%s', config)
-  retrain.train_and_evaluate(config, _WORKDIR.value)
+  DRIVERS[config.task](config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

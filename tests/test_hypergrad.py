@@ -31,10 +31,17 @@ def x64():
 def _jit(fn, loss_fn, **static):
   """`fn(loss_fn, ...)` jitted with hashable hyper-parameters bound, compiled once.
 
-  Eager mode dispatches every small op separately, which is several times slower than
-  one compilation on these problems.
+  The problems here carry no model state. `xi` and `momentum_buffer` are the
+  step context; other keywords are traced hyper-parameters. Eager mode dispatches
+  every small op separately, which is several times slower than one compilation on
+  these problems.
   """
-  return jax.jit(functools.partial(fn, loss_fn, **static))
+
+  def call(params, alpha, train, val, xi=0.0, momentum_buffer=None, **traced):
+    ctx = hypergrad.StepContext(lr=xi, momentum_buffer=momentum_buffer)
+    return fn(loss_fn, params, alpha, None, train, val, ctx, **static, **traced)
+
+  return jax.jit(call)
 
 
 @functools.cache
@@ -42,9 +49,10 @@ def _estimator(name, loss_fn):
   """Jitted estimator `name` taking η and ξ as traced arguments: one compilation each."""
 
   def est(params, alpha, train, val, eta, xi):
-    # `make` drops the hyper-parameters `name` does not take (η for DARTS, ...).
-    return hypergrad.make(name, eta=eta, xi=xi, tol=1e-12, maxiter=100)(
-        loss_fn, params, alpha, train, val)
+    # Bind only what `name` declares (η for the amended ones, solver keywords, ...).
+    hparams = hypergrad.select_hparams(name, {'eta': eta, 'tol': 1e-12, 'maxiter': 100})
+    return hypergrad.make(name, **hparams)(loss_fn, params, alpha, None, train, val,
+                                           hypergrad.StepContext(lr=xi))
 
   return jax.jit(est)
 
@@ -66,12 +74,12 @@ def _split_a(a):
   return {'normal': a[:2], 'reduce': a[2:]}
 
 
-def quad_loss(params, alpha, batch):
-  """½ωᵀAω + ωᵀBα + cᵀω + ½αᵀDα + fᵀα, with the matrices in `batch`."""
+def quad_loss(params, alpha, batch, model_state=None):
+  """½ωᵀAω + ωᵀBα + cᵀω + ½αᵀDα + fᵀα, with the matrices in `batch`; no model state."""
   w, a = ravel_pytree(params)[0], ravel_pytree(alpha)[0]
   loss = (0.5 * w @ batch['A'] @ w + w @ batch['B'] @ a + batch['c'] @ w
           + 0.5 * a @ batch['D'] @ a + batch['f'] @ a)
-  return loss, {}
+  return loss, (model_state, {})
 
 
 def _quadratic(seed, n_w=5, n_a=3, cond=3.0):
@@ -106,12 +114,12 @@ def _quad_args(train, val, a, w=None):
 # ---------------------------------------------------------------- the smooth network
 
 
-def net_loss(params, alpha, batch):
+def net_loss(params, alpha, batch, model_state=None):
   """Mean squared error of a 1-hidden-layer tanh net, hidden unit i gated by σ(α_i)."""
   x, y = batch
   h = jnp.tanh(x @ params['w1'] + params['b1']) * jax.nn.sigmoid(alpha)
   pred = h @ params['w2'] + params['b2']
-  return jnp.mean((pred - y)**2), pred
+  return jnp.mean((pred - y)**2), (model_state, {'pred': pred})
 
 
 def _net(seed=0, d=3, h=6, n=16):
@@ -248,7 +256,7 @@ def test_darts_exact_differentiates_through_the_unrolled_step():
 
   @jax.jit
   def reference(params, alpha, buf):
-    w1 = hypergrad.unrolled_params(net_loss, params, alpha, train, xi=0.05,
+    w1 = hypergrad.unrolled_params(net_loss, params, alpha, None, train, xi=0.05,
                                    weight_decay=3e-4, momentum=0.9, momentum_buffer=buf)
     # ω′ = ω − ξ(μ·buf + ∇ω L_train + λω), written out.
     g_w = jax.grad(net_loss, has_aux=True)(params, alpha, train)[0]
@@ -285,23 +293,36 @@ def test_make_rejects_unknown_names():
     hypergrad.make('second_order', eta=0.1)
 
 
+def test_make_rejects_hparams_the_estimator_does_not_declare():
+  # A misspelt key is an error naming it, like a locked ConfigDict.
+  with pytest.raises(ValueError, match="'amended_exact' takes no hyper-parameter etaa"):
+    hypergrad.make('amended_exact', etaa=0.3)
+  with pytest.raises(ValueError, match='takes no hyper-parameter eta; it takes none'):
+    hypergrad.make('first_order', eta=0.3)
+  # A shared mapping may hold any declared name, but not one no estimator declares.
+  with pytest.raises(ValueError, match='no estimator takes hyper-parameter not_a_hparam'):
+    hypergrad.select_hparams('amended_exact', {'eta': 0.3, 'not_a_hparam': 1})
+
+
 def test_make_binds_only_accepted_hparams():
-  shared = {'eta': 0.3, 'xi': 0.2, 'eps_scale': 0.001, 'solver': 'neumann', 'lr': 0.3,
-            'maxiter': 150, 'tol': 1e-12, 'not_a_hparam': 1}
-  assert hypergrad.make('first_order', **shared).keywords == {}
-  assert hypergrad.make('amended_exact', **shared).keywords == {'eta': 0.3}
-  assert hypergrad.make('amended_fd', **shared).keywords == {'eta': 0.3, 'eps_scale': 0.001}
-  assert hypergrad.make('darts_second_order', **shared).keywords == {
-      'xi': 0.2, 'eps_scale': 0.001}
-  assert hypergrad.make('implicit', **shared).keywords == {
+  # ξ and the momentum buffer are per-step inputs (StepContext), not hyper-parameters.
+  shared = {'eta': 0.3, 'eps_scale': 0.001, 'solver': 'neumann', 'lr': 0.3,
+            'maxiter': 150, 'tol': 1e-12}
+  make = lambda name: hypergrad.make(name, **hypergrad.select_hparams(name, shared))
+  assert make('first_order').keywords == {}
+  assert make('amended_exact').keywords == {'eta': 0.3}
+  assert make('amended_fd').keywords == {'eta': 0.3, 'eps_scale': 0.001}
+  assert make('darts_second_order').keywords == {'eps_scale': 0.001}
+  assert make('implicit').keywords == {
       'solver': 'neumann', 'lr': 0.3, 'maxiter': 150, 'tol': 1e-12}
   # The registered variant keeps its own binding.
-  assert hypergrad.make('darts_second_order_exact', **shared).keywords == {
-      'exact': True, 'xi': 0.2, 'eps_scale': 0.001}
+  assert make('darts_second_order_exact').keywords == {'exact': True}
   # The bound values are the ones used: g2′ is linear in η.
   train, val, a = _quadratic(0)
   args = _quad_args(train, val, a)
-  g2_03 = jax.jit(hypergrad.make('amended_exact', **shared), static_argnums=0)(*args)[1]['g2']
+  ctx = hypergrad.StepContext(lr=0.0)
+  g2_03 = jax.jit(make('amended_exact'), static_argnums=0)(
+      args[0], args[1], args[2], None, args[3], args[4], ctx)[1]['g2']
   g2_01 = _estimator('amended_exact', quad_loss)(*args[1:], eta=0.1, xi=0.0)[1]['g2']
   np.testing.assert_allclose(ravel_pytree(g2_03)[0], 3 * ravel_pytree(g2_01)[0], rtol=1e-12)
 
@@ -328,8 +349,10 @@ def _linear_val_problem(hess, jac, v):
 
 @functools.partial(jax.jit, static_argnames='eta')
 def _diagnose(train, val, a, eta=0.1):
-  return hypergrad.diagnose(quad_loss, _split_w(_omega_star(train, a)), _split_a(a),
-                            train, val, eta=eta, tol=1e-12, maxiter=100)
+  # ξ = 0.025, the default the diagnostic used before it took a step context.
+  return hypergrad.diagnose(quad_loss, _split_w(_omega_star(train, a)), _split_a(a), None,
+                            train, val, hypergrad.StepContext(lr=0.025), eta=eta, tol=1e-12,
+                            maxiter=100)
 
 
 @pytest.mark.parametrize('delta', [0.01, 1.0])

@@ -14,6 +14,7 @@ import pytest
 
 from amdarts import checkpoint as checkpoint_lib
 from amdarts import hypergrad
+from amdarts import losses
 from amdarts import metrics as metrics_lib
 from amdarts.rnn import data as data_lib
 from amdarts.rnn import genotype as genotype_lib
@@ -172,8 +173,8 @@ def test_padding_past_length_changes_nothing():
                          length=4)
   np.testing.assert_allclose(padded.hidden, exact.hidden, atol=1e-6)
   np.testing.assert_allclose(padded.bn.var, exact.bn.var, atol=1e-6)
-  np.testing.assert_allclose(model_lib.nll(padded.logits, pad_targets, 4),
-                             model_lib.nll(exact.logits, targets), rtol=1e-6)
+  np.testing.assert_allclose(losses.nll(padded.logits, pad_targets, 4),
+                             losses.nll(exact.logits, targets), rtol=1e-6)
 
 
 def test_locked_dropout_mask_fixed_across_time():
@@ -298,13 +299,14 @@ def test_amended_exact_matches_finite_differences():
     params = model.init(jax.random.PRNGKey(0), dtype=jnp.float64)
     alpha = model.init_alpha(jax.random.PRNGKey(1), scale=1.0, dtype=jnp.float64)
 
-    def batch(seed):
-      return {'tokens': _tokens((4, 4), 12, seed), 'targets': _tokens((4, 4), 12, seed + 1),
-              'length': np.int32(4), 'hidden': model.init_hidden(4, jnp.float64),
-              'bn': model.init_bn(jnp.float64)}
+    def chunk(seed, stream):
+      return data_lib.Chunk(_tokens((4, 4), 12, seed), _tokens((4, 4), 12, seed + 1),
+                            np.int32(4), stream)
 
     loss_fn = model_lib.make_loss_fn(model, train=True)
-    args = (loss_fn, params, alpha, batch(0), batch(10))
+    state = model_lib.init_state(model, 4, ('train', 'val'), jnp.float64)
+    args = (loss_fn, params, alpha, state, chunk(0, 'train'), chunk(10, 'val'),
+            hypergrad.StepContext(lr=0.0))
     exact = jax.jit(lambda: hypergrad.amended_exact(*args, eta=0.1))
     fd = jax.jit(lambda e: hypergrad.amended_fd(*args, eta=0.1, eps_scale=e))
     g_exact, aux = exact()
@@ -451,7 +453,7 @@ def _tiny_config(data_dir):
   c.search.bptt = 8
   c.search.epochs = 3
   c.search.eval_batch_size = 4
-  c.search.lr = 5.0
+  c.search.w_lr = 5.0
   c.reg.dropout = c.reg.dropoutx = c.reg.dropouti = 0.1
   c.reg.dropouth = 0.05
   c.train.batch_size = 4
@@ -459,7 +461,7 @@ def _tiny_config(data_dir):
   c.train.max_seq_len_delta = 4
   c.train.seq_len_std = 2.0
   c.train.seq_len_bucket = 12
-  c.train.lr = 5.0
+  c.train.w_lr = 5.0
   c.train.eval_batch_size = 4
   c.train.test_batch_size = 2
   c.log_every_steps = 5
@@ -506,13 +508,13 @@ def test_search_resume_equals_uninterrupted(tiny_corpus, tmp_path, monkeypatch):
   stopped = search_lib.run(config, parts, stop_after=stop)
   assert stopped['step'] == stop
   calls = []
-  compiled = search_lib.compiled_search_step
+  compiled = search_lib.compiled_step
 
-  def counting(hp, model):
-    step = compiled(hp, model)
+  def counting(*args):
+    step = compiled(*args)
     return lambda *args: calls.append(1) or step(*args)
 
-  monkeypatch.setattr(search_lib, 'compiled_search_step', counting)
+  monkeypatch.setattr(search_lib, 'compiled_step', counting)
   search_lib.run(config, parts)
   # It ran only the remaining steps: it resumed rather than started over.
   assert len(calls) == sum(epoch_steps) - stop
@@ -520,7 +522,7 @@ def test_search_resume_equals_uninterrupted(tiny_corpus, tmp_path, monkeypatch):
   b, meta_b = _final_state(config, parts)
   np.testing.assert_array_equal(a.alpha, b.alpha)
   np.testing.assert_array_equal(a.params['Ws'], b.params['Ws'])
-  np.testing.assert_array_equal(a.hidden_val, b.hidden_val)
+  np.testing.assert_array_equal(a.model_state.hidden['val'], b.model_state.hidden['val'])
   assert int(a.step) == int(b.step) and meta_a['epoch'] == meta_b['epoch'] == 3
   ppl = lambda d: [r['val_ppl'] for r in metrics_lib.read_jsonl(
       os.path.join(d, 'metrics.jsonl'), kind='epoch')]
@@ -536,7 +538,7 @@ def test_asgd_average_and_switch():
   model = model_lib.RNNModel(spec)
   config = _tiny_config('')
   hp = hparams.TrainHParams.from_config(config)
-  state = train_lib.init_state(hp, model, 0)._replace(averaging=jnp.ones((), bool))
+  state = train_lib.init_state(hp, model, 0).replace(averaging=jnp.ones((), bool))
   step = jax.jit(train_lib.make_train_step(hp, model))
   iterates = []
   for k in range(3):

@@ -268,14 +268,6 @@ def test_locked_config_rejects_typos():
   assert not os.path.exists('/tmp/never')
 
 
-def test_epoch_lr_schedule_is_per_epoch_cosine():
-  lr = search.cosine_epoch_lr(0.025, 0.001, epochs=4, steps_per_epoch=10)
-  assert float(lr(0)) == pytest.approx(0.025)
-  assert float(lr(9)) == pytest.approx(0.025)  # Constant within an epoch, as DARTS.
-  assert float(lr(20)) == pytest.approx(0.001 + 0.5 * 0.024 * (1 + np.cos(np.pi / 2)))
-  assert float(lr(40)) == pytest.approx(0.001)
-
-
 def test_diagnostic_logs_cosines_against_the_implicit_g2(tmp_path):
   config = tiny_config(**{'search.diag_every': 3, 'search.epochs': 1,
                           'search.estimator': 'first_order'})

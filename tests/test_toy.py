@@ -26,13 +26,15 @@ def x64():
     yield
 
 
-def _estimate(name, omega, alpha, **hparams):
-  return hypergrad.make(name, **hparams)(toy.loss_fn, jnp.asarray(omega), jnp.asarray(alpha),
-                                         toy.X_TRAIN, toy.X_VAL)
+def _estimate(name, omega, alpha, xi=0.0, **hparams):
+  """Estimator `name` at (ω, α) with ξ = `xi` and those of `hparams` it declares."""
+  est = hypergrad.make(name, **hypergrad.select_hparams(name, hparams))
+  return est(toy.loss_fn, jnp.asarray(omega), jnp.asarray(alpha), None, toy.X_TRAIN,
+             toy.X_VAL, hypergrad.StepContext(lr=xi))
 
 
 def test_loss_and_optimum():
-  loss, aux = toy.loss_fn(3.0, 1.0, 2.0)
+  loss, (_, aux) = toy.loss_fn(3.0, 1.0, 2.0)
   assert float(loss) == 25.0  # (3·2 − 1)²
   assert float(aux['residual']) == 5.0
   # 1-element arrays give a scalar loss.
@@ -111,7 +113,8 @@ def test_darts_second_order_closed_form(name, alpha, omega, xi):
 def test_estimators_match_closed_form_off_optimum(x_train, x_val):
   alpha, omega, eta = 0.7, -1.3, 0.2
   cf = toy.closed_form(alpha, eta, 0.1, omega=omega, x_train=x_train, x_val=x_val)
-  args = (toy.loss_fn, jnp.asarray(omega), jnp.asarray(alpha), x_train, x_val)
+  args = (toy.loss_fn, jnp.asarray(omega), jnp.asarray(alpha), None, x_train, x_val,
+          hypergrad.StepContext(lr=0.1))
   _, aux = hypergrad.implicit(*args, tol=1e-12)
   assert float(aux['g1']) == pytest.approx(cf['g1'], rel=1e-12)
   assert float(aux['g2']) == pytest.approx(cf['g2'], rel=1e-10)
@@ -266,8 +269,9 @@ def test_xi_defaults_to_w_lr():
 @pytest.mark.parametrize('alpha', ALPHAS)
 def test_diagnose_cosines_are_one(alpha):
   eta, xi = 0.1, 0.05
-  d = hypergrad.diagnose(toy.loss_fn, jnp.asarray(alpha), jnp.asarray(alpha), toy.X_TRAIN,
-                         toy.X_VAL, eta=eta, xi=xi, tol=1e-12)
+  d = hypergrad.diagnose(toy.loss_fn, jnp.asarray(alpha), jnp.asarray(alpha), None,
+                         toy.X_TRAIN, toy.X_VAL, hypergrad.StepContext(lr=xi), eta=eta,
+                         tol=1e-12)
   # In 1-D every term is a multiple of α: g2 = 4α, g2′ = 16ηα, g2_darts = 8ξα.
   assert float(d['cos_amended']) == pytest.approx(1.0, abs=1e-12)
   assert float(d['cos_darts']) == pytest.approx(1.0, abs=1e-12)

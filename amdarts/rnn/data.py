@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import os
 import re
 from typing import Iterable, NamedTuple, Sequence
 
+import flax
 import numpy as np
 
 SPLITS = ('train', 'valid', 'test')
@@ -122,21 +124,26 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
   return np.ascontiguousarray(np.asarray(ids[:n * batch_size], np.int32).reshape(batch_size, n).T)
 
 
-class Chunk(NamedTuple):
+@flax.struct.dataclass
+class Chunk:
   """One BPTT chunk, padded to a fixed length so that one compiled step serves all.
 
   Attributes:
     tokens: i32[T, B] inputs; rows past `length` are padding (zeros).
     targets: i32[T, B] the next words.
     length: i32[] number of valid rows.
+    stream: which stream the chunk belongs to ('train', or 'val' for the search's
+      α stream), static: it selects the hidden state the model carries for it.
   """
 
   tokens: np.ndarray
   targets: np.ndarray
   length: np.ndarray
+  stream: str = flax.struct.field(pytree_node=False, default='train')
 
 
-def get_chunk(source_NxB: np.ndarray, i: int, seq_len: int, pad_to: int) -> Chunk:
+def get_chunk(source_NxB: np.ndarray, i: int, seq_len: int, pad_to: int,
+              stream: str = 'train') -> Chunk:
   """Rows i..i+L−1 and their successors, L = min(seq_len, N − 1 − i), as the reference."""
   n = min(seq_len, source_NxB.shape[0] - 1 - i)
   if n <= 0 or n > pad_to:
@@ -145,7 +152,7 @@ def get_chunk(source_NxB: np.ndarray, i: int, seq_len: int, pad_to: int) -> Chun
   targets = np.zeros_like(tokens)
   tokens[:n] = source_NxB[i:i + n]
   targets[:n] = source_NxB[i + 1:i + 1 + n]
-  return Chunk(tokens, targets, np.asarray(n, np.int32))
+  return Chunk(tokens, targets, np.asarray(n, np.int32), stream)
 
 
 def search_schedule(num_rows: int, bptt: int, rng: np.random.Generator,
@@ -267,10 +274,11 @@ def make_corpus(texts: Sequence[str], out_dir: str, *, vocab_size: int = 10000,
   stats = {}
   for split, sentences in sents.items():
     path = os.path.join(out_dir, f'ptb.{split}.txt')
-    with open(f'{path}.tmp', 'w', encoding='utf-8') as f:
+    tmp = f'{path}.{os.getpid()}.tmp'  # Per process: two runs may build it at once.
+    with open(tmp, 'w', encoding='utf-8') as f:
       for sent in sentences:
         f.write(' '.join(w if w in keep else UNK for w in sent) + '\n')
-    os.replace(f'{path}.tmp', path)
+    os.replace(tmp, path)
     stats[f'{split}_tokens'] = sum(len(s) + 1 for s in sentences)
   n_train = sum(len(s) for s in sents['train'])
   stats['unk_rate'] = sum(c for w, c in counts.items() if w not in keep) / max(n_train, 1)
@@ -287,18 +295,38 @@ def has_corpus(data_dir: str) -> bool:
   return bool(data_dir) and all(split_path(data_dir, s) for s in SPLITS)
 
 
-def load_for_config(data_config, workdir: str) -> Corpus:
+def cache_dir() -> str:
+  """Where built corpora live: $AMDARTS_CACHE, else $XDG_CACHE_HOME/amdarts or ~/.cache."""
+  if os.environ.get('AMDARTS_CACHE'):
+    return os.environ['AMDARTS_CACHE']
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'amdarts')
+
+
+def fortunes_corpus_dir(source_dir: str, vocab_size: int) -> str:
+  """The cache folder of the corpus built from `source_dir` with `vocab_size` words.
+
+  Named by what determines its contents, so runs (in any workdir) share one build
+  and a different source or vocabulary never reads a stale one.
+  """
+  key = hashlib.sha1(os.path.abspath(source_dir).encode()).hexdigest()[:8]
+  return os.path.join(cache_dir(), f'fortunes_ptb_v{vocab_size}_{key}')
+
+
+def load_for_config(data_config) -> Corpus:
   """The corpus a config names.
 
   `data.name='ptb'` reads `data.data_dir`; `'fortunes'` builds the PTB-layout files
-  from the Debian texts into `data.data_dir` (default `<workdir>/data`) unless they
-  are already there, then reads them. `data.max_train_tokens` > 0 keeps only the
-  start of the training split (for quick demonstrations).
+  from the Debian texts into `data.data_dir` (default: a folder of the user's cache,
+  `fortunes_corpus_dir`, never a run's workdir) unless they are already there, then
+  reads them. `data.max_train_tokens` > 0 keeps only the start of the training split
+  (for quick demonstrations).
   """
   if data_config.name == 'ptb':
     corpus = load_corpus(data_config.data_dir)
   elif data_config.name == 'fortunes':
-    out = data_config.data_dir or os.path.join(workdir, 'data')
+    out = data_config.data_dir or fortunes_corpus_dir(data_config.fortunes_dir,
+                                                      data_config.vocab_size)
     if not has_corpus(out):
       make_fortunes_corpus(out, data_config.fortunes_dir, vocab_size=data_config.vocab_size)
     corpus = load_corpus(out)

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amdarts import losses
 from amdarts.rnn import data as data_lib
 from amdarts.rnn import model as model_lib
 
 
-@functools.lru_cache(maxsize=8)
 def make_eval_fn(model: model_lib.RNNModel):
   """Jitted `(params, alpha, bn, hidden, chunk) -> (nll_sum, count, hidden)` of one chunk.
 
   Evaluation mode: no dropout, running batch-norm statistics. Chunks are padded to
-  one length, so it compiles once per batch size.
+  one length, so it compiles once per batch size. The drivers build it through
+  `loop.cached`, so runs of one model share it.
   """
 
   @jax.jit
@@ -27,7 +27,7 @@ def make_eval_fn(model: model_lib.RNNModel):
                         length=chunk.length)
     count = chunk.length * chunk.tokens.shape[1]
     # The masked mean times the token count, accumulated in float32 at least.
-    nll_sum = model_lib.nll(out.logits, chunk.targets, chunk.length) * count
+    nll_sum = losses.nll(out.logits, chunk.targets, chunk.length) * count
     return nll_sum.astype(jnp.promote_types(nll_sum.dtype, jnp.float32)), count, out.hidden
 
   return eval_chunk

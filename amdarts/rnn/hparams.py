@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from amdarts import hypergrad
+from amdarts import config_lib
 from amdarts.rnn import genotype as genotype_lib
 from amdarts.rnn import model as model_lib
 
@@ -38,13 +38,14 @@ class SearchHParams:
   """The search step's hyper-parameters, hashable so compiled steps can be reused.
 
   Field meanings are those of `config.search` in configs/ptb.py; `reg` holds the
-  regularisers in force (consistent or DARTS's).
+  regularisers in force (consistent or DARTS's). The estimator fields are read by
+  `config_lib.make_estimator`, as a config section's.
   """
 
   batch_size: int
   bptt: int
-  lr: float
-  clip: float
+  w_lr: float
+  grad_clip: float
   reg: Regularisers
   estimator: str
   eta: float
@@ -61,11 +62,8 @@ class SearchHParams:
   @classmethod
   def from_config(cls, config) -> 'SearchHParams':
     s = config.search
-    return cls(s.batch_size, s.bptt, float(s.lr), float(s.clip),
-               regularisers(config, search=True), s.estimator, float(s.eta),
-               float(s.eps_scale), float(s.a_lr), float(s.a_b1), float(s.a_b2),
-               float(s.a_wd), float(s.alpha_init_scale), s.implicit_solver,
-               int(s.implicit_maxiter), float(s.implicit_ridge))
+    fields = {f.name: s[f.name] for f in dataclasses.fields(cls) if f.name != 'reg'}
+    return cls(**fields, reg=regularisers(config, search=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,22 +72,22 @@ class TrainHParams:
 
   batch_size: int
   bptt: int
-  lr: float
-  clip: float
+  w_lr: float
+  grad_clip: float
   reg: Regularisers
 
   @classmethod
   def from_config(cls, config) -> 'TrainHParams':
     t = config.train
-    return cls(t.batch_size, t.bptt, float(t.lr), float(t.clip),
+    return cls(t.batch_size, t.bptt, float(t.w_lr), float(t.grad_clip),
                regularisers(config, search=False))
 
 
 def regularisers(config, *, search: bool) -> Regularisers:
   r = config.reg
-  wd, dropoute = r.wd, r.dropoute
+  wd, dropoute = r.w_wd, r.dropoute
   if search and not config.search.consistency:
-    wd, dropoute = config.search.wd, config.search.dropoute
+    wd, dropoute = config.search.w_wd, config.search.dropoute
   dropouts = model_lib.Dropouts(output=r.dropout, hidden=r.dropouth, x=r.dropoutx,
                                 input=r.dropouti, embed=dropoute)
   return Regularisers(float(wd), dropouts, float(r.ar), float(r.tar))
@@ -108,14 +106,6 @@ def eval_spec(config, vocab_size: int, genotype: genotype_lib.Genotype) -> model
                            dropouts=regularisers(config, search=False).dropouts)
 
 
-def _positive(config, names):
-  for name in names:
-    section, key = name.split('.')
-    value = config[section][key]
-    if not value > 0:
-      raise ValueError(f'{name} must be positive, got {value!r}')
-
-
 def validate(config, *, search: bool) -> None:
   """Checks the fields a search (or an evaluation) reads, before anything compiles.
 
@@ -124,27 +114,24 @@ def validate(config, *, search: bool) -> None:
   """
   if config.task != 'ptb':
     raise ValueError(f"amdarts.rnn needs task='ptb', got {config.task!r}")
-  if config.data.name not in ('ptb', 'fortunes'):
-    raise ValueError(f"data.name must be 'ptb' or 'fortunes', got {config.data.name!r}")
+  config_lib.check_choice(config.data.name, ('ptb', 'fortunes'), 'data.name')
   if config.data.name == 'ptb' and not config.data.data_dir:
     raise ValueError('data.data_dir is empty: point it at the directory with '
                      'ptb.train.txt, ptb.valid.txt and ptb.test.txt')
   regularisers(config, search=search)  # Raises on dropout rates outside [0, 1).
   if search:
-    s = config.search
-    _positive(config, ['search.nhid', 'search.epochs', 'search.batch_size', 'search.bptt',
-                       'search.lr', 'search.clip', 'search.a_lr', 'search.eval_batch_size',
-                       'model.steps'])
-    if s.estimator not in hypergrad.ESTIMATORS:
-      raise ValueError(f'search.estimator must be one of {sorted(hypergrad.ESTIMATORS)}, '
-                       f'got {s.estimator!r}')
+    config_lib.check_positive(config, [
+        'search.nhid', 'search.epochs', 'search.batch_size', 'search.bptt', 'search.w_lr',
+        'search.grad_clip', 'search.a_lr', 'search.eval_batch_size', 'model.steps'])
+    config_lib.check_estimator(config.search)
     if not any(o != 'none' for o in config.model.ops):
       raise ValueError(f'model.ops needs an op other than none, got {tuple(config.model.ops)}')
     search_spec(config, vocab_size=1)  # Raises on unknown ops.
   else:
-    _positive(config, ['model.nhid', 'train.epochs', 'train.batch_size', 'train.bptt',
-                       'train.lr', 'train.clip', 'train.seq_len_bucket', 'train.eval_batch_size',
-                       'train.test_batch_size', 'train.nonmono'])
+    config_lib.check_positive(config, [
+        'model.nhid', 'train.epochs', 'train.batch_size', 'train.bptt', 'train.w_lr',
+        'train.grad_clip', 'train.seq_len_bucket', 'train.eval_batch_size',
+        'train.test_batch_size', 'train.nonmono'])
     if not config.train.genotype:
       raise ValueError('train.genotype is empty: give the genotype.json a search wrote, a '
                        f'DARTS-string file, or a name from {sorted(genotype_lib.NAMED)}')

@@ -32,10 +32,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amdarts import losses
 from amdarts.rnn import genotype as genotype_lib
 
 PRIMITIVES = genotype_lib.PRIMITIVES
@@ -362,68 +364,65 @@ class RNNModel:
 
 
 # ----------------------------------------------------------------------------------
-# Losses.
+# The loss in the `hypergrad` convention.
 
 
-def valid_mask(T: int, length) -> jax.Array:
-  return jnp.arange(T) < length
+@flax.struct.dataclass
+class LMState:
+  """What the language model carries besides ω: the `model_state` of its loss.
 
-
-def nll(logits_TxBxV: jax.Array, targets_TxB: jax.Array, length=None) -> jax.Array:
-  """Mean negative log-likelihood over the first `length` steps of every column."""
-  logp = jax.nn.log_softmax(logits_TxBxV, axis=-1)
-  ll_TxB = jnp.take_along_axis(logp, targets_TxB[..., None], axis=-1)[..., 0]
-  T, B = targets_TxB.shape
-  if length is None:
-    return -ll_TxB.mean()
-  w_T = valid_mask(T, length).astype(ll_TxB.dtype)
-  return -(ll_TxB * w_T[:, None]).sum() / (jnp.maximum(w_T.sum(), 1.0) * B)
-
-
-def activation_penalties(out: Output, length, *, ar: float, tar: float) -> jax.Array:
-  """The reference's AR·mean(dropped²) + TAR·mean((h_t − h_{t−1})²) over valid steps.
-
-  TAR (slowness) uses the raw cell outputs; a step pair counts when both are valid.
+  Attributes:
+    bn: the search cell's running batch-norm statistics; None for a discrete cell,
+      which has no batch norm.
+    hidden: stream name -> f[B, H] hidden state carried from chunk to chunk. The
+      search has two streams, 'train' and 'val' (the α stream), each with its own
+      state; a chunk's `stream` picks the one it reads and advances.
   """
-  T, B, H = out.raw.shape
-  dtype = out.raw.dtype
-  w_T = valid_mask(T, T if length is None else length).astype(dtype)
-  penalty = jnp.zeros((), dtype)
-  if ar:
-    penalty += ar * (out.dropped ** 2 * w_T[:, None, None]).sum() / (w_T.sum() * B * H)
-  if tar and T > 1:
-    w_pair = w_T[1:]  # Valid steps are a prefix, so t valid implies t − 1 valid.
-    diff = (out.raw[1:] - out.raw[:-1]) ** 2
-    penalty += tar * (diff * w_pair[:, None, None]).sum() / (
-        jnp.maximum(w_pair.sum(), 1.0) * B * H)
-  return penalty
+
+  bn: BNStats | None
+  hidden: dict[str, jax.Array]
 
 
-def make_loss_fn(model: RNNModel, *, train: bool = True, ar: float = 0.0, tar: float = 0.0):
-  """`loss_fn(params, alpha, batch) -> (loss, aux)` for `amdarts.hypergrad`.
+def init_state(model: RNNModel, batch_size: int, streams: tuple[str, ...] = ('train',),
+               dtype=jnp.float32) -> LMState:
+  """Zero hidden states for `streams`; fresh statistics for the search cell only."""
+  bn = model.init_bn(dtype) if model.spec.is_search else None
+  return LMState(bn, {s: model.init_hidden(batch_size, dtype) for s in streams})
 
-  With ar = tar = 0 this is the reference's `_loss`, the plain NLL the architecture
-  step differentiates; the weight step adds the activation penalties.
+
+def make_loss_fn(model: RNNModel, *, train: bool = True, ar: float = 0.0, tar: float = 0.0,
+                 rngs: dict[str, jax.Array] | None = None):
+  """`loss_fn(params, alpha, chunk, state) -> (loss, (new_state, metrics))`.
+
+  The `amdarts.hypergrad` convention with `state` an `LMState`. With ar = tar = 0
+  this is the reference's `_loss`, the plain NLL the architecture step
+  differentiates; the weight step adds the activation penalties.
 
   Args:
     model: the model.
     train: dropout and batch statistics on.
     ar: activation-regularisation weight (the reference's `alpha`).
     tar: temporal-activation (slowness) weight (the reference's `beta`).
+    rngs: stream name -> dropout key (each stream its own, as the reference draws
+      new masks per forward pass); None without dropout.
 
   Returns:
-    The loss function. `batch` is a dict with `tokens` i[T, B], `targets` i[T, B],
-    `length` i[], `hidden` f[B, H], `bn` (`BNStats`) and `rng`. `aux` holds
-    `hidden` (to carry), `bn` (updated statistics) and `nll`.
+    The loss function. `chunk` is an `amdarts.rnn.data.Chunk`; the new state has the
+    chunk's stream's hidden state advanced and, for the search cell, updated
+    statistics. `metrics` = {'nll'}.
   """
 
-  def loss_fn(params, alpha, batch):
-    out = model.forward(params, alpha, batch['tokens'], batch['hidden'], train=train,
-                        rng=batch.get('rng'), bn=batch.get('bn'), length=batch.get('length'))
-    loss = nll(out.logits, batch['targets'], batch.get('length'))
-    aux = {'hidden': out.hidden, 'bn': out.bn, 'nll': loss}
+  def loss_fn(params, alpha, chunk, state: LMState):
+    out = model.forward(params, alpha, chunk.tokens, state.hidden[chunk.stream],
+                        train=train, rng=None if rngs is None else rngs[chunk.stream],
+                        bn=state.bn, length=chunk.length)
+    nll = losses.nll(out.logits, chunk.targets, chunk.length)
+    loss = nll
     if ar or tar:
-      loss = loss + activation_penalties(out, batch.get('length'), ar=ar, tar=tar)
-    return loss, aux
+      loss = loss + losses.activation_penalties(out.raw, out.dropped, chunk.length, ar=ar,
+                                                tar=tar)
+    new_state = state.replace(bn=None if state.bn is None else out.bn,
+                              hidden={**state.hidden, chunk.stream: out.hidden})
+    return loss, (new_state, {'nll': nll})
 
   return loss_fn

@@ -12,84 +12,69 @@ chunk:
 
 Both streams carry their own hidden state from chunk to chunk within an epoch (the
 α stream's comes back from the estimator's validation pass); the search cell's
-batch-norm statistics move with the ω steps. After every epoch: validation
-perplexity (evaluation mode), the derived genotype in `<workdir>/genotype.{json,txt}`
-and one `kind='epoch'` record in `<workdir>/metrics.jsonl`. Checkpoints hold the whole
-step state (ω, α, optimizer states, hidden states, statistics, step, rng) with the
-data position in their metadata; a rerun with the same workdir resumes from them.
+batch-norm statistics move with the ω steps. The step is data parallel as the image
+search (`amdarts.parallel`: chunks sharded over their batch columns, the state
+replicated). `amdarts.loop` runs it; after every epoch: validation perplexity
+(evaluation mode), the derived genotype in `<workdir>/genotype.{json,txt}` and one
+`kind='epoch'` record in `<workdir>/metrics.jsonl`. A rerun with the same workdir
+resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import os
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amdarts import checkpoint as checkpoint_lib
+from amdarts import config_lib
 from amdarts import hypergrad
+from amdarts import loop
 from amdarts import metrics as metrics_lib
+from amdarts import optim
+from amdarts import parallel
 from amdarts.rnn import data as data_lib
 from amdarts.rnn import evaluation
 from amdarts.rnn import genotype as genotype_lib
 from amdarts.rnn import hparams
-from amdarts.rnn import loop
 from amdarts.rnn import model as model_lib
 
 # What to change when a search metric is not finite.
-_FINITE_HINT = 'lower search.lr or search.a_lr, or raise search.clip'
+_FINITE_HINT = 'lower search.w_lr or search.a_lr, or raise search.grad_clip'
+STREAMS = ('train', 'val')  # The ω stream and the α (validation) stream.
 
 
-class SearchState(NamedTuple):
+@flax.struct.dataclass
+class SearchState:
   """Everything one search step reads and writes.
 
   Attributes:
     step: i32[] steps done.
     params: ω.
+    model_state: an `LMState`: batch-norm statistics and both streams' hidden states.
     alpha: f[E, O] architecture logits.
-    w_opt_state: state of ω's gradient transformation (clip, weight decay).
-    a_opt_state: α's Adam state.
-    bn: the search cell's running batch-norm statistics.
-    hidden_train: f[B, H] hidden state of the training stream.
-    hidden_val: f[B, H] hidden state of the α (validation) stream.
+    opt_state: state of ω's gradient transformation (clip, weight decay).
+    alpha_opt_state: α's Adam state.
     rng: the run's base key; each step folds its step number in.
+    sums: this epoch's running sums of the training NLL and of the steps.
   """
 
   step: jax.Array
   params: Any
+  model_state: model_lib.LMState
   alpha: jax.Array
-  w_opt_state: Any
-  a_opt_state: Any
-  bn: model_lib.BNStats
-  hidden_train: jax.Array
-  hidden_val: jax.Array
+  opt_state: Any
+  alpha_opt_state: Any
   rng: jax.Array
+  sums: dict
 
 
-def weight_transform(clip: float, wd: float) -> optax.GradientTransformation:
-  """ω's gradient → SGD direction: clip the global norm, then add wd·ω (torch order)."""
-  return optax.chain(optax.clip_by_global_norm(clip), optax.add_decayed_weights(wd))
-
-
-def alpha_optimizer(hp: hparams.SearchHParams) -> optax.GradientTransformation:
-  """torch Adam with weight_decay: L2 added to the gradient before the moments."""
-  return optax.chain(optax.add_decayed_weights(hp.a_wd),
-                     optax.scale_by_adam(b1=hp.a_b1, b2=hp.a_b2, eps=1e-8),
-                     optax.scale(-hp.a_lr))
-
-
-def make_estimator(hp: hparams.SearchHParams):
-  """The estimator with its hyper-parameters bound; whether it takes `xi` per call."""
-  est = hypergrad.make(hp.estimator, eta=hp.eta, eps_scale=hp.eps_scale,
-                       weight_decay=hp.reg.wd, solver=hp.implicit_solver,
-                       maxiter=hp.implicit_maxiter, ridge=hp.implicit_ridge)
-  return est, 'xi' in inspect.signature(est).parameters
+def _epoch_sums() -> dict:
+  return {'train_nll': jnp.zeros(()), 'count': jnp.zeros(())}
 
 
 def init_state(hp: hparams.SearchHParams, model: model_lib.RNNModel, seed: int) -> SearchState:
@@ -97,50 +82,55 @@ def init_state(hp: hparams.SearchHParams, model: model_lib.RNNModel, seed: int) 
   params = model.init(k_params)
   alpha = model.init_alpha(k_alpha, hp.alpha_init_scale)
   return SearchState(
-      step=jnp.zeros((), jnp.int32), params=params, alpha=alpha,
-      w_opt_state=weight_transform(hp.clip, hp.reg.wd).init(params),
-      a_opt_state=alpha_optimizer(hp).init(alpha), bn=model.init_bn(),
-      hidden_train=model.init_hidden(hp.batch_size),
-      hidden_val=model.init_hidden(hp.batch_size), rng=k_run)
+      step=jnp.zeros((), jnp.int32), params=params,
+      model_state=model_lib.init_state(model, hp.batch_size, STREAMS), alpha=alpha,
+      opt_state=optim.sgd(weight_decay=hp.reg.wd, grad_clip=hp.grad_clip).init(params),
+      alpha_opt_state=_alpha_optimizer(hp).init(alpha), rng=k_run, sums=_epoch_sums())
+
+
+def _alpha_optimizer(hp: hparams.SearchHParams) -> optax.GradientTransformation:
+  return optim.adam(hp.a_lr, b1=hp.a_b1, b2=hp.a_b2, weight_decay=hp.a_wd)
 
 
 def make_search_step(hp: hparams.SearchHParams, model: model_lib.RNNModel):
-  """`search_step(state, train_chunk, val_chunk) -> (state, metrics)`, not yet jitted."""
-  nll_fn = model_lib.make_loss_fn(model, train=True)  # The reference's `_loss`: plain NLL.
-  w_loss_fn = model_lib.make_loss_fn(model, train=True, ar=hp.reg.ar, tar=hp.reg.tar)
-  estimator, takes_xi = make_estimator(hp)
-  w_tx = weight_transform(hp.clip, hp.reg.wd)
-  a_tx = alpha_optimizer(hp)
+  """`search_step(state, (train_chunk, val_chunk)) -> (state, metrics)`, not yet jitted."""
+  estimator = config_lib.make_estimator(hp, weight_decay=hp.reg.wd)
+  w_tx = optim.sgd(weight_decay=hp.reg.wd, grad_clip=hp.grad_clip)
+  a_tx = _alpha_optimizer(hp)
 
-  def search_step(state: SearchState, train_chunk: data_lib.Chunk, val_chunk: data_lib.Chunk):
+  def search_step(state: SearchState, chunks):
+    train_chunk, val_chunk = chunks
     k_train, k_val, k_w = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+    # The reference's `_loss`: plain NLL, fresh dropout masks per stream.
+    nll_fn = model_lib.make_loss_fn(model, rngs={'train': k_train, 'val': k_val})
+    w_loss_fn = model_lib.make_loss_fn(model, ar=hp.reg.ar, tar=hp.reg.tar,
+                                       rngs={'train': k_w})
     # A short chunk carries less gradient signal: the reference scales lr with it.
-    lr = hp.lr * train_chunk.length.astype(jnp.float32) / hp.bptt
-    train_batch = {'tokens': train_chunk.tokens, 'targets': train_chunk.targets,
-                   'length': train_chunk.length, 'hidden': state.hidden_train,
-                   'bn': state.bn, 'rng': k_train}
-    val_batch = {'tokens': val_chunk.tokens, 'targets': val_chunk.targets,
-                 'length': val_chunk.length, 'hidden': state.hidden_val,
-                 'bn': state.bn, 'rng': k_val}
+    lr = hp.w_lr * train_chunk.length.astype(jnp.float32) / hp.bptt
     # DARTS's unrolled step uses the weight optimizer's current (scaled) lr as ξ.
-    g_alpha, haux = estimator(nll_fn, state.params, state.alpha, train_batch, val_batch,
-                              **({'xi': lr} if takes_xi else {}))
-    a_updates, a_opt_state = a_tx.update(g_alpha, state.a_opt_state, state.alpha)
+    g_alpha, est = estimator(nll_fn, state.params, state.alpha, state.model_state,
+                             train_chunk, val_chunk, hypergrad.StepContext(lr=lr))
+    a_updates, a_opt_state = a_tx.update(g_alpha, state.alpha_opt_state, state.alpha)
     alpha = optax.apply_updates(state.alpha, a_updates)
 
-    (loss, aux), g_w = jax.value_and_grad(w_loss_fn, has_aux=True)(
-        state.params, alpha, dict(train_batch, rng=k_w))
-    w_dir, w_opt_state = w_tx.update(g_w, state.w_opt_state, state.params)
-    params = jax.tree.map(lambda p, d: p - lr.astype(p.dtype) * d, state.params, w_dir)
+    (loss, (model_state, aux)), g_w = jax.value_and_grad(w_loss_fn, has_aux=True)(
+        state.params, alpha, train_chunk, state.model_state)
+    w_dir, w_opt_state = w_tx.update(g_w, state.opt_state, state.params)
+    params = optim.apply_lr(state.params, w_dir, lr)
+    # The ω step moved the training stream and the statistics; the α stream moved in
+    # the estimator's validation pass.
+    val_hidden = est['val_aux'][0].hidden['val']
+    model_state = model_state.replace(hidden={**model_state.hidden, 'val': val_hidden})
 
-    new_state = SearchState(
-        step=state.step + 1, params=params, alpha=alpha, w_opt_state=w_opt_state,
-        a_opt_state=a_opt_state, bn=aux['bn'], hidden_train=aux['hidden'],
-        hidden_val=haux['val_aux']['hidden'], rng=state.rng)
+    new_state = state.replace(
+        step=state.step + 1, params=params, alpha=alpha, opt_state=w_opt_state,
+        alpha_opt_state=a_opt_state, model_state=model_state,
+        sums={'train_nll': state.sums['train_nll'] + aux['nll'],
+              'count': state.sums['count'] + 1.0})
     metrics = {
-        'train_nll': aux['nll'], 'train_loss': loss, 'val_nll': haux['val_loss'],
+        'train_nll': aux['nll'], 'train_loss': loss, 'val_nll': est['val_loss'],
         'w_grad_norm': optax.tree.norm(g_w), 'alpha_grad_norm': optax.tree.norm(g_alpha),
-        'g1_norm': optax.tree.norm(haux['g1']), 'g2_norm': optax.tree.norm(haux['g2']),
+        'g1_norm': optax.tree.norm(est['g1']), 'g2_norm': optax.tree.norm(est['g2']),
         'lr': lr,
     }
     return new_state, metrics
@@ -148,18 +138,64 @@ def make_search_step(hp: hparams.SearchHParams, model: model_lib.RNNModel):
   return search_step
 
 
-@functools.lru_cache(maxsize=8)
-def compiled_search_step(hp: hparams.SearchHParams, model: model_lib.RNNModel):
-  """The jitted step, built once per (hyper-parameters, model): a resumed or repeated
-  run in the same process reuses its compilation."""
-  return jax.jit(make_search_step(hp, model), donate_argnums=(0,))
+def compile_step(hp: hparams.SearchHParams, model: model_lib.RNNModel,
+                 mesh: jax.sharding.Mesh):
+  """The jitted step: state replicated over `mesh`, chunks as placed (sharded)."""
+  rep = parallel.replicated(mesh)
+  return jax.jit(make_search_step(hp, model), in_shardings=(rep, None),
+                 out_shardings=(rep, rep), donate_argnums=(0,))
 
 
-def _reset_streams(state: SearchState, model: model_lib.RNNModel, batch: int) -> SearchState:
-  """Fresh zero hidden states, as the reference at the start of every epoch."""
-  # Two distinct buffers: the jitted step donates both.
-  return state._replace(hidden_train=model.init_hidden(batch, state.hidden_train.dtype),
-                        hidden_val=model.init_hidden(batch, state.hidden_val.dtype))
+def compiled_step(hp: hparams.SearchHParams, model: model_lib.RNNModel,
+                  mesh: jax.sharding.Mesh):
+  """`compile_step`, built once per process per setting (a resumed run reuses it)."""
+  return loop.cached(compile_step, hp, model, mesh)
+
+
+class ResetEpoch(loop.Hook):
+  """Fresh zero hidden states, as the reference at every epoch's start, and zero sums."""
+
+  def __init__(self, model: model_lib.RNNModel, batch_size: int):
+    self.model, self.batch_size = model, batch_size
+
+  def begin_epoch(self, run, state):
+    # New buffers, not zeros_like views of each other: the jitted step donates them.
+    hidden = model_lib.init_state(self.model, self.batch_size, STREAMS).hidden
+    return state.replace(model_state=state.model_state.replace(hidden=hidden),
+                         sums=_epoch_sums())
+
+
+class EpochGenotype(loop.Hook):
+  """At each epoch's end: validation perplexity, the genotype files and the record."""
+
+  def __init__(self, config, model: model_lib.RNNModel, val_data: np.ndarray):
+    self.config, self.model, self.val_data = config, model, val_data
+    self.eval_fn = loop.cached(evaluation.make_eval_fn, model)
+    self.val_ppl = None  # Of the last epoch this call finished.
+
+  def start(self, run, state):
+    self._t0 = time.time()
+
+  def end_epoch(self, run, state):
+    config, ops = self.config, tuple(self.config.model.ops)
+    alpha = jax.device_get(state.alpha)
+    metrics_lib.check_finite(run.step, {'alpha': alpha}, hint=_FINITE_HINT)
+    val_nll = evaluation.evaluate(self.eval_fn, self.model, state.params, state.alpha,
+                                  state.model_state.bn, self.val_data, config.search.bptt)
+    genotype = genotype_lib.derive(alpha, ops)
+    genotype_lib.save(genotype, run.workdir)
+    sums = jax.device_get(state.sums)
+    record = {
+        'epoch': run.epoch, 'val_nll': val_nll, 'val_ppl': evaluation.perplexity(val_nll),
+        'train_ppl': evaluation.perplexity(float(sums['train_nll']) /
+                                           max(float(sums['count']), 1.0)),
+        'genotype': genotype_lib.to_darts_string(genotype),
+        'alpha_softmax': np.asarray(jax.nn.softmax(alpha, -1), np.float64).round(4).tolist(),
+        'time_s': time.time() - self._t0,
+    }
+    run.writer.write(run.step, record, kind='epoch')
+    self.val_ppl = record['val_ppl']
+    return state
 
 
 def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
@@ -168,92 +204,59 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
   Args:
     config: a configs/ptb.py config.
     workdir: output directory (checkpoints, metrics.jsonl, genotype.json/.txt).
-    stop_after: stop after the first checkpointed step ≥ this (mid-epoch, or at an
-      epoch's end after its evaluation), as an interrupted run would; None runs
-      all epochs.
+    stop_after: stop once this many steps are done (mid-epoch, or at an epoch's end
+      after its evaluation), with a checkpoint, as an interrupted run would; None
+      runs all epochs.
 
   Returns:
     Summary: `step`, `epoch` (last finished), `val_ppl` (of that epoch; None if no
-    epoch finished in this call) and `genotype` (the DARTS string).
+    epoch finished in this call) and `genotype` (the DARTS string of the final α).
   """
   hparams.validate(config, search=True)
-  os.makedirs(workdir, exist_ok=True)
   s = config.search
+  mesh = parallel.data_mesh()
+  parallel.check_batch(s.batch_size, mesh, 'search.batch_size')
   hp = hparams.SearchHParams.from_config(config)
-  corpus = data_lib.load_for_config(config.data, workdir)
+  corpus = data_lib.load_for_config(config.data)
   model = model_lib.RNNModel(hparams.search_spec(config, corpus.vocab_size))
   train_data = data_lib.batchify(corpus.train, s.batch_size)
   search_data = data_lib.batchify(corpus.valid, s.batch_size)  # The α stream.
   val_data = data_lib.batchify(corpus.valid, s.eval_batch_size)
+  step_fn = compiled_step(hp, model, mesh)
 
-  step_fn = compiled_search_step(hp, model)
-  eval_fn = evaluation.make_eval_fn(model)
-  state = init_state(hp, model, config.seed)
-  ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  state, meta, writer = loop.resume(
-      ckpt, workdir, state, {'epoch': 1, 'batch': 0, 'epoch_nll': 0.0, 'epoch_steps': 0})
+  def schedule(epoch):
+    return data_lib.search_schedule(train_data.shape[0], s.bptt,
+                                    data_lib.epoch_rng(config.seed, epoch), s.half_bptt_prob)
 
-  def save():
-    ckpt.save(int(state.step), state, dict(meta, vocab_size=corpus.vocab_size))
+  schedules = {}  # This epoch's schedule, drawn once per epoch.
 
-  summary = {'step': int(state.step), 'epoch': meta['epoch'] - 1, 'val_ppl': None,
-             'genotype': genotype_lib.to_darts_string(
-                 genotype_lib.derive(state.alpha, tuple(config.model.ops)))}
-  steps_per_epoch = len(data_lib.search_schedule(
-      train_data.shape[0], s.bptt, data_lib.epoch_rng(config.seed, 1), s.half_bptt_prob))
-  progress = metrics_lib.Progress(s.epochs * steps_per_epoch, start=int(state.step))
-  t0 = time.time()
-  try:
-    for epoch in range(meta['epoch'], s.epochs + 1):
-      schedule = data_lib.search_schedule(train_data.shape[0], s.bptt,
-                                          data_lib.epoch_rng(config.seed, epoch),
-                                          s.half_bptt_prob)
-      if meta['batch'] == 0:
-        state = _reset_streams(state, model, s.batch_size)
-      for b in range(meta['batch'], len(schedule)):
-        i, seq_len = schedule[b]
-        train_chunk = data_lib.get_chunk(train_data, i, seq_len, s.bptt)
-        # The α stream advances with the training rows and wraps, as the reference.
-        val_chunk = data_lib.get_chunk(search_data, i % (search_data.shape[0] - 1), s.bptt,
-                                       s.bptt)
-        state, m = step_fn(state, train_chunk, val_chunk)
-        step = int(state.step)
-        m = jax.device_get(m)
-        meta.update(batch=b + 1, epoch_nll=meta['epoch_nll'] + float(m['train_nll']),
-                    epoch_steps=meta['epoch_steps'] + 1)
-        if step % config.log_every_steps == 0:
-          loop.log_train(writer, progress, step, epoch, m, hint=_FINITE_HINT)
-        if b == len(schedule) - 1:
-          break  # The epoch-end checkpoint below covers this step (one save per step).
-        if loop.should_save(step, config.checkpoint_every_steps, stop_after):
-          save()
-        if loop.should_stop(step, stop_after):
-          summary['step'] = step
-          return summary
+  def epoch_length(epoch):
+    schedules.clear()
+    schedules[epoch] = schedule(epoch)
+    return len(schedules[epoch])
 
-      metrics_lib.check_finite(int(state.step), {'alpha': state.alpha}, hint=_FINITE_HINT)
-      val_nll = evaluation.evaluate(eval_fn, model, state.params, state.alpha, state.bn,
-                                    val_data, s.bptt)
-      genotype = genotype_lib.derive(state.alpha, tuple(config.model.ops))
-      genotype_lib.save(genotype, workdir)
-      record = {
-          'epoch': epoch, 'val_nll': val_nll, 'val_ppl': evaluation.perplexity(val_nll),
-          'train_ppl': evaluation.perplexity(meta['epoch_nll'] / max(meta['epoch_steps'], 1)),
-          'genotype': genotype_lib.to_darts_string(genotype),
-          'alpha_softmax': np.asarray(jax.nn.softmax(state.alpha, -1),
-                                      np.float64).round(4).tolist(),
-          'time_s': time.time() - t0,
-      }
-      writer.write(int(state.step), record, kind='epoch')
-      meta = {'epoch': epoch + 1, 'batch': 0, 'epoch_nll': 0.0, 'epoch_steps': 0}
-      save()
-      summary.update(step=int(state.step), epoch=epoch, val_ppl=record['val_ppl'],
-                     genotype=record['genotype'])
-      if loop.should_stop(int(state.step), stop_after):
-        return summary
-    genotype_lib.save(genotype_lib.derive(state.alpha, tuple(config.model.ops)), workdir)
-    return summary
-  finally:
-    progress.close()
-    writer.close()
-    ckpt.close()
+  def get(epoch, index):
+    i, seq_len = schedules[epoch][index]
+    # The α stream advances with the training rows and wraps, as the reference.
+    chunks = (data_lib.get_chunk(train_data, i, seq_len, s.bptt, 'train'),
+              data_lib.get_chunk(search_data, i % (search_data.shape[0] - 1), s.bptt,
+                                 s.bptt, 'val'))
+    return parallel.put_batch(chunks, mesh, axis=1)  # Chunks are time-major, [T, B].
+
+  batches = loop.Batches(range(1, s.epochs + 1), epoch_length, get,
+                         total_steps=s.epochs * len(schedule(1)))
+  genotypes = EpochGenotype(config, model, val_data)
+  hooks = [ResetEpoch(model, s.batch_size),
+           loop.LogMetrics(lambda m: f"train ppl {evaluation.perplexity(m['train_nll']):.1f}",
+                           hint=_FINITE_HINT),
+           genotypes]
+  result = loop.run(init_state(hp, model, config.seed), step_fn, batches, hooks, workdir,
+                    config=config, mesh=mesh, stop_after=stop_after)
+  genotype = genotype_lib.derive(jax.device_get(result.state.alpha), tuple(config.model.ops))
+  if result.finished:
+    genotype_lib.save(genotype, workdir)
+  summary = {'step': result.step, 'epoch': result.epoch - 1, 'val_ppl': genotypes.val_ppl,
+             'genotype': genotype_lib.to_darts_string(genotype)}
+  if result.finished:
+    print(summary['genotype'])
+  return summary
