@@ -6,6 +6,8 @@ about a minute on 2 cores; the search tests share one compiled step.
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -564,3 +566,67 @@ def test_train_writes_result_and_resumes(tiny_corpus, tmp_path):
   config.checkpoint_every_steps = 0
   assert train_lib.run(config, parts, stop_after=30) == {'step': 30}  # In epoch 2.
   assert train_lib.run(config, parts) == result
+
+
+_FOUR_DEVICE_SEARCH = """
+import sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+import jax, numpy as np
+from amdarts import parallel
+from amdarts.rnn import data as data_lib, hparams, model as model_lib, search as search_lib
+import test_rnn
+assert jax.device_count() == 4, jax.devices()
+config = test_rnn._tiny_config({corpus!r})
+config.search.estimator = 'amended_exact'
+hp = hparams.SearchHParams.from_config(config)
+model = model_lib.RNNModel(hparams.search_spec(config, 12))
+rng = np.random.RandomState(0)
+train, val = (rng.randint(0, 12, (40, 4)).astype(np.int32) for _ in range(2))
+out = {{}}
+for n in (1, 4):
+  mesh = parallel.data_mesh(jax.devices()[:n])
+  step = search_lib.compile_step(hp, model, mesh)
+  state = parallel.put_replicated(search_lib.init_state(hp, model, 0), mesh)
+  for i in range(2):
+    chunks = parallel.put_batch((data_lib.get_chunk(train, 8 * i, 8, 8, 'train'),
+                                 data_lib.get_chunk(val, 8 * i, 8, 8, 'val')), mesh, axis=1)
+    assert len(chunks[0].tokens.sharding.device_set) == n
+    state, m = step(state, chunks)
+  assert len(state.alpha.sharding.device_set) == n
+  out[n] = jax.device_get((state.alpha, state.params, m))
+(a1, p1, m1), (a4, p4, m4) = out[1], out[4]
+rel = lambda x, y: float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12))
+err_a = rel(a1, a4)
+err_p = max(rel(x, y) for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)))
+print('RELERR', err_a, err_p, m1['g2_norm'], m4['g2_norm'])
+# Measured 1.6e-5 and 3.8e-7: Adam divides by √v, so in α's components with a
+# near-zero gradient the float32 reduction-order differences of the sharded sums
+# weigh more than in ω (plain SGD).
+assert err_a < 1e-4 and err_p < 1e-5, (err_a, err_p)
+assert m1['g2_norm'] > 0 and abs(m1['g2_norm'] - m4['g2_norm']) <= 1e-5 * m1['g2_norm']
+# The whole driver on 4 devices: sharded steps, replicated evaluation.
+config.search.epochs = 1
+summary = search_lib.run(config, {workdir!r})
+assert summary['val_ppl'] < 18, summary
+try:
+  config.search.batch_size = 6
+  search_lib.run(config, {workdir!r} + '_b6')
+except ValueError as e:
+  assert 'not divisible by the 4 devices' in str(e), e
+else:
+  raise AssertionError('batch 6 on 4 devices accepted')
+print('OK')
+"""
+
+
+def test_four_devices_give_the_alpha_of_one(tiny_corpus, tmp_path):
+  """Data parallel like the image search: chunks sharded over their columns, α equal."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = _FOUR_DEVICE_SEARCH.format(root=root, tests=os.path.join(root, 'tests'),
+                                      corpus=tiny_corpus, workdir=str(tmp_path / 'run'))
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                      ' --xla_force_host_platform_device_count=4').strip()
+  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                       text=True, timeout=900)
+  assert out.returncode == 0 and 'OK' in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
