@@ -75,3 +75,27 @@ def put_batch(batch, mesh: Mesh, axis: int = 0):
 
 def put_replicated(tree, mesh: Mesh):
   return jax.device_put(tree, replicated(mesh))
+
+
+def jit(fn, mesh: Mesh, *, batch_args: int = 1, donate_state: bool = False):
+  """`fn(state, *batches) -> outputs` jitted for data parallelism over `mesh`.
+
+  The state (the first argument) and the outputs are replicated over the mesh; the
+  batches keep the sharding `put_batch` gave them, so one rule serves image batches
+  (split on axis 0) and time-major chunks (axis 1). The state's sharding is fixed,
+  not inferred: parts a hook made anew (a zero hidden state) must not be laid out
+  otherwise than the state the step returns, whose buffers they are donated to.
+
+  Args:
+    fn: a step or evaluation function of the global batch.
+    mesh: the devices.
+    batch_args: how many batch arguments follow the state.
+    donate_state: let XLA write the new state into the old one's buffers (steps,
+      whose caller drops the old state; not evaluations).
+
+  Returns:
+    The jitted function.
+  """
+  rep = replicated(mesh)
+  return jax.jit(fn, in_shardings=(rep,) + (None,) * batch_args, out_shardings=rep,
+                 donate_argnums=(0,) if donate_state else ())

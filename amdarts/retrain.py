@@ -207,13 +207,8 @@ def eval_step(state: TrainState, batch: dict, *, net: network_lib.Network) -> di
 
 def compile_steps(net: network_lib.Network, hp: StepConfig, mesh: jax.sharding.Mesh):
   """Jitted (train_step, eval_step) for a mesh: batch sharded on axis 0, rest replicated."""
-  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train = jax.jit(functools.partial(train_step, net=net, hp=hp),
-                  in_shardings=(replicated, sharded),
-                  out_shardings=(replicated, replicated), donate_argnums=0)
-  evaluate = jax.jit(functools.partial(eval_step, net=net),
-                     in_shardings=(replicated, sharded), out_shardings=replicated)
-  return train, evaluate
+  return (parallel.jit(functools.partial(train_step, net=net, hp=hp), mesh, donate_state=True),
+          parallel.jit(functools.partial(eval_step, net=net), mesh))
 
 
 def create_network(config, genotype: genotypes.AnyGenotype, num_classes: int,

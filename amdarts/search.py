@@ -110,12 +110,10 @@ class Searcher:
     self.a_tx = optim.adam(s.a_lr, b1=s.a_b1, b2=s.a_b2, weight_decay=s.a_wd)
     self.estimator = config_lib.make_estimator(s, weight_decay=s.w_wd, momentum=s.w_momentum)
     self.mesh = mesh or parallel.data_mesh()
-    rep = parallel.replicated(self.mesh)
-    data = parallel.batch_sharded(self.mesh)
-    self.step_fn = jax.jit(self.search_step, in_shardings=(rep, data, data),
-                           out_shardings=(rep, rep), donate_argnums=0)
-    self.eval_fn = jax.jit(self.eval_step, in_shardings=(rep, data), out_shardings=rep)
-    self.diag_fn = jax.jit(self.diagnose, in_shardings=(rep, data, data), out_shardings=rep)
+    self.step_fn = parallel.jit(self.search_step, self.mesh, batch_args=2,
+                                donate_state=True)
+    self.eval_fn = parallel.jit(self.eval_step, self.mesh)
+    self.diag_fn = parallel.jit(self.diagnose, self.mesh, batch_args=2)
 
   def init(self, seed: int) -> SearchState:
     rng = jax.random.PRNGKey(seed)
@@ -229,7 +227,7 @@ class Diagnostics(loop.Hook):
 
 
 class EpochRecord(loop.Hook):
-  """At each epoch's end: the epoch record, its genotype files and the plots."""
+  """At each epoch's end: the epoch record (means, super-net evaluation) and genotype files."""
 
   def __init__(self, searcher: Searcher, search_val, config):
     self.searcher, self.search_val, self.config = searcher, search_val, config
@@ -266,10 +264,24 @@ class EpochRecord(loop.Hook):
     run.writer.write(run.step, record, kind='epoch')
     write_genotype(run.workdir, genotype, run.epoch + 1)
     logging.info('epoch %d: %s', run.epoch + 1, record)
+    return state
+
+
+class Plots(loop.Hook):
+  """At each epoch's end, after its record: the search curves so far and the cell.
+
+  A hook of its own: figures are not needed to continue a run, unlike the record.
+  """
+
+  def __init__(self, searcher: Searcher):
+    self.searcher = searcher
+
+  def end_epoch(self, run, state):
     from amdarts import plots  # matplotlib only when plotting.
     history = metrics_lib.read_jsonl(run.writer.path, kind='epoch')
     plots.search_curves(history, os.path.join(run.workdir, 'search_curves.png'))
-    plots.draw_genotype(genotype, os.path.join(run.workdir, 'genotype.png'))
+    plots.draw_genotype(self.searcher.genotype(state.alpha),
+                        os.path.join(run.workdir, 'genotype.png'))
     return state
 
 
@@ -327,7 +339,7 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
   if s.diag_every:
     hooks.append(Diagnostics(searcher, s.diag_every))
   hooks += [loop.LogMetrics(lambda m: f"loss {m['train_loss']:.3f} val {m['val_loss']:.3f}"),
-            EpochRecord(searcher, search_val, config)]
+            EpochRecord(searcher, search_val, config), Plots(searcher)]
   result = loop.run(searcher.init(config.seed), lambda st, b: searcher.step_fn(st, *b),
                     loop.Batches.fixed(s.epochs, spe, get), hooks, workdir, config=config,
                     mesh=mesh, stop_after=stop_after)

@@ -10,6 +10,7 @@ the paper, which unifies only the regularisers.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from amdarts import config_lib
 from amdarts.rnn import genotype as genotype_lib
@@ -34,12 +35,11 @@ class Regularisers:
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchHParams:
-  """The search step's hyper-parameters, hashable so compiled steps can be reused.
+class TrainHParams:
+  """The weight step's hyper-parameters, hashable so compiled steps can be reused.
 
-  Field meanings are those of `config.search` in configs/ptb.py; `reg` holds the
-  regularisers in force (consistent or DARTS's). The estimator fields are read by
-  `config_lib.make_estimator`, as a config section's.
+  Field meanings are those of `config.train` in configs/ptb.py (of `config.search`
+  for `SearchHParams`); `reg` holds the regularisers in force.
   """
 
   batch_size: int
@@ -47,6 +47,24 @@ class SearchHParams:
   w_lr: float
   grad_clip: float
   reg: Regularisers
+
+  _section: ClassVar[str] = 'train'
+
+  @classmethod
+  def from_config(cls, config):
+    section = config[cls._section]
+    values = {f.name: section[f.name] for f in dataclasses.fields(cls) if f.name != 'reg'}
+    return cls(**values, reg=regularisers(config, search=cls._section == 'search'))
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHParams(TrainHParams):
+  """The search step's: the weight step's fields of `config.search`, α's and the estimator's.
+
+  `reg` is consistent with evaluation or DARTS's search values (`regularisers`). The
+  estimator fields are read by `config_lib.make_estimator`, as a config section's.
+  """
+
   estimator: str
   eta: float
   eps_scale: float
@@ -59,28 +77,7 @@ class SearchHParams:
   implicit_maxiter: int
   implicit_ridge: float
 
-  @classmethod
-  def from_config(cls, config) -> 'SearchHParams':
-    s = config.search
-    fields = {f.name: s[f.name] for f in dataclasses.fields(cls) if f.name != 'reg'}
-    return cls(**fields, reg=regularisers(config, search=True))
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainHParams:
-  """The evaluation step's hyper-parameters (`config.train`), hashable."""
-
-  batch_size: int
-  bptt: int
-  w_lr: float
-  grad_clip: float
-  reg: Regularisers
-
-  @classmethod
-  def from_config(cls, config) -> 'TrainHParams':
-    t = config.train
-    return cls(t.batch_size, t.bptt, float(t.w_lr), float(t.grad_clip),
-               regularisers(config, search=False))
+  _section: ClassVar[str] = 'search'
 
 
 def regularisers(config, *, search: bool) -> Regularisers:

@@ -141,9 +141,7 @@ def make_search_step(hp: hparams.SearchHParams, model: model_lib.RNNModel):
 def compile_step(hp: hparams.SearchHParams, model: model_lib.RNNModel,
                  mesh: jax.sharding.Mesh):
   """The jitted step: state replicated over `mesh`, chunks as placed (sharded)."""
-  rep = parallel.replicated(mesh)
-  return jax.jit(make_search_step(hp, model), in_shardings=(rep, None),
-                 out_shardings=(rep, rep), donate_argnums=(0,))
+  return parallel.jit(make_search_step(hp, model), mesh, donate_state=True)
 
 
 def compiled_step(hp: hparams.SearchHParams, model: model_lib.RNNModel,

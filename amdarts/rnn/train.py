@@ -115,9 +115,7 @@ def make_train_step(hp: hparams.TrainHParams, model: model_lib.RNNModel):
 def compile_step(hp: hparams.TrainHParams, model: model_lib.RNNModel,
                  mesh: jax.sharding.Mesh):
   """The jitted step (it compiles once per padded chunk length)."""
-  rep = parallel.replicated(mesh)
-  return jax.jit(make_train_step(hp, model), in_shardings=(rep, None),
-                 out_shardings=(rep, rep), donate_argnums=(0,))
+  return parallel.jit(make_train_step(hp, model), mesh, donate_state=True)
 
 
 def should_switch(history: list[float], val_nll: float, nonmono: int) -> bool:
