@@ -7,15 +7,36 @@ Set before JAX initialises its backend; a test subprocess inherits the environme
 """
 
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (
       os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0').strip()
+
+
+@pytest.fixture
+def run_with_devices():
+  """Runs a Python script in a subprocess that sees `n` emulated CPU devices.
+
+  `run_with_devices(script, n, timeout=900)` returns the `CompletedProcess` (text
+  output). Multi-device tests need a process of their own: JAX fixes the device
+  count when it starts.
+  """
+
+  def run(script, n, timeout=900):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                        f' --xla_force_host_platform_device_count={n}').strip()
+    return subprocess.run([sys.executable, '-c', script], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+  return run
 
 
 @pytest.fixture

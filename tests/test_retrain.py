@@ -267,13 +267,10 @@ print('MAXDIFF', max(jax.tree.leaves(diff)))
 """
 
 
-def test_two_devices_match_one_device():
+def test_two_devices_match_one_device(run_with_devices):
   # Data parallelism over 2 host devices: batch norm and the loss still see the global
   # batch, so two steps (drop-path on) match one device up to reduction order.
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2'}
-  proc = subprocess.run([sys.executable, '-c', _TWO_DEVICE_STEPS.format(root=ROOT)],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  proc = run_with_devices(_TWO_DEVICE_STEPS.format(root=ROOT), 2, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   maxdiff = float(proc.stdout.split('MAXDIFF')[1])
   assert maxdiff < 1e-5

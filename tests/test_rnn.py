@@ -6,8 +6,6 @@ about a minute on 2 cores; the search tests share one compiled step.
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -619,14 +617,10 @@ print('OK')
 """
 
 
-def test_four_devices_give_the_alpha_of_one(tiny_corpus, tmp_path):
+def test_four_devices_give_the_alpha_of_one(tiny_corpus, tmp_path, run_with_devices):
   """Data parallel like the image search: chunks sharded over their columns, α equal."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   script = _FOUR_DEVICE_SEARCH.format(root=root, tests=os.path.join(root, 'tests'),
                                       corpus=tiny_corpus, workdir=str(tmp_path / 'run'))
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
-                      ' --xla_force_host_platform_device_count=4').strip()
-  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
-                       text=True, timeout=900)
+  out = run_with_devices(script, 4)
   assert out.returncode == 0 and 'OK' in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]

@@ -173,7 +173,7 @@ def test_spaces_and_edge_modes_run_a_step(space, edge_mode, shared):
   assert genotypes.validate(genotype) == genotype
 
 
-def test_multi_device_step_equals_single_device():
+def test_multi_device_step_equals_single_device(run_with_devices):
   """4 emulated CPU devices: sharded batch, same α update as one device."""
   script = textwrap.dedent(f"""
       import sys; sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {ROOT + '/tests'!r})
@@ -211,11 +211,7 @@ def test_multi_device_step_equals_single_device():
         raise AssertionError('batch 6 on 4 devices accepted')
       print('OK')
   """)
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
-                      ' --xla_force_host_platform_device_count=4').strip()
-  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
-                       text=True, timeout=900)
+  out = run_with_devices(script, 4)
   assert out.returncode == 0 and 'OK' in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
 
 
