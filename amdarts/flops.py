@@ -28,6 +28,7 @@ import numpy as np
 
 from amdarts import genotypes
 from amdarts import network as network_lib
+from amdarts import ops as ops_lib
 
 MOBILE_BUDGET = 600e6  # The ImageNet mobile setting: at most 600M multiply-adds.
 
@@ -46,7 +47,7 @@ class Profile(NamedTuple):
   macs: int
 
 
-def count_params(params: Any, exclude: tuple[str, ...] = (network_lib.AUX_HEAD,)) -> int:
+def count_params(params: Any, exclude: tuple[str, ...] = (ops_lib.AUX_HEAD,)) -> int:
   """Number of parameters, leaving out subtrees whose path contains an `exclude` name.
 
   Args:

@@ -23,16 +23,10 @@ from typing import Any, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
+from amdarts import ops as ops_lib
 from amdarts import spaces
 
 Gene = tuple[str, int]  # (op name, input state)
-
-# Ops a genotype may name. Validation uses the space definitions rather than
-# `amdarts.ops` so that genotypes can be read without building any layer.
-KNOWN_OPS = spaces.DARTS_OPS
-
-# Ops that carry trainable weights (counted by `num_parametric`).
-_PARAMETRIC_PREFIXES = ('sep_conv_', 'dil_conv_')
 
 
 class Genotype(NamedTuple):
@@ -151,8 +145,11 @@ def _cell(genes: Any, concat: Any, reduction: bool, where: str) -> CellGenotype:
     if not is_gene(gene):
       raise ValueError(f'{where}: gene {k} must be an (op name, input index) pair, got {gene!r}')
     op, src = gene[0], int(gene[1])
-    if op not in KNOWN_OPS:
-      raise ValueError(f'{where}: gene {k} has unknown op {op!r}; known: {list(KNOWN_OPS)}')
+    # Any registered op: the ones every space may search, so a derived genotype
+    # always validates. Reading the registry builds no layer.
+    if op not in ops_lib.REGISTRY:
+      raise ValueError(
+          f'{where}: gene {k} has unknown op {op!r}; known: {sorted(ops_lib.REGISTRY)}')
     node = k // 2
     # Node j may read the two cell inputs and the nodes before it: states < j + 2.
     if not 0 <= src < node + 2:
@@ -403,7 +400,7 @@ def skip_share(genotype: AnyGenotype, reduction: bool | None = None) -> float:
 
 
 def num_parametric(genotype: AnyGenotype, reduction: bool | None = None) -> int:
-  """Number of kept convolutions (sep_conv_*, dil_conv_*).
+  """Number of kept parametric ops (`ops.REGISTRY[op].parametric`: the convolutions).
 
   Args:
     genotype: either kind.
@@ -412,7 +409,7 @@ def num_parametric(genotype: AnyGenotype, reduction: bool | None = None) -> int:
   Returns:
     The count.
   """
-  return sum(op.startswith(_PARAMETRIC_PREFIXES) for op in _kept_ops(genotype, reduction))
+  return sum(ops_lib.REGISTRY[op].parametric for op in _kept_ops(genotype, reduction))
 
 
 def none_weight(spec: spaces.SpaceSpec, arch: Mapping[str, Any]) -> float:

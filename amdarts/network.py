@@ -19,6 +19,17 @@ Drop-path (training only, never on an identity op) takes its rate as an argument
 `apply`, so a rate that changes every epoch does not retrace a jitted step. The
 auxiliary head sits after cell 2·num_cells//3 and runs only in training; its
 parameters are always created by `init`.
+
+Parameter (and batch-norm state) names say what each part is, and the stem,
+preprocessing, auxiliary head and classifier are named as in the super-network:
+
+    stem/...                                  CIFAR: {conv,bn}; ImageNet: stem0_*, stem1_*
+    cell_XX/preprocess/{pre0,pre1}/...
+    cell_XX/edge_K/<op>/...                   gene K of the cell, e.g.
+                                              cell_05/edge_3/sep_conv_3x3/block1/depthwise
+    auxiliary_head/..., classifier/{kernel,bias}
+
+Ops without weights (pools, identity, none) have no entry in the parameter tree.
 """
 
 from __future__ import annotations
@@ -35,10 +46,6 @@ from amdarts import ops as ops_lib
 from amdarts import spaces
 
 KINDS = ('cifar', 'imagenet')
-
-# Name of the auxiliary head in the parameter tree; DARTS leaves every parameter whose
-# name contains 'auxiliary' out of its reported size (utils.count_parameters_in_MB).
-AUX_HEAD = 'auxiliary_head'
 
 # Both auxiliary heads start with a 5×5 average pool without padding.
 _AUX_POOL = 5
@@ -94,6 +101,31 @@ def _is_static_zero(rate) -> bool:
   return isinstance(rate, (int, float)) and rate == 0
 
 
+class Edge(nn.Module):
+  """One gene of a discrete cell: its op, named by the op, then drop-path.
+
+  Attributes:
+    op: the op's name, a key of `ops.REGISTRY`.
+    c: channels in and out.
+    stride: 2 on the cell inputs of a reduction cell, else 1.
+    depthwise: depthwise convolution implementation.
+  """
+
+  op: str
+  c: int
+  stride: int
+  depthwise: str = 'native'
+
+  @nn.compact
+  def __call__(self, x, train: bool, drop_path_rate=0.0):
+    op = ops_lib.build(self.op, self.c, self.stride, affine=True, depthwise=self.depthwise)
+    y = op(x, train)
+    # As in DARTS, identity ops (stride-1 skips) are never dropped.
+    if train and not _is_static_zero(drop_path_rate) and not isinstance(op, ops_lib.Identity):
+      y = ops_lib.drop_path(y, drop_path_rate, self.make_rng('drop_path'))
+    return y
+
+
 class Cell(nn.Module):
   """One discrete cell (DARTS `Cell`), with affine batch norms.
 
@@ -112,8 +144,8 @@ class Cell(nn.Module):
 
   @nn.compact
   def __call__(self, s0, s1, train: bool, drop_path_rate=0.0):
-    s0, s1 = ops_lib.Preprocess(self.c, self.reduction_prev, affine=True)(s0, s1, train)
-    use_drop_path = train and not _is_static_zero(drop_path_rate)
+    s0, s1 = ops_lib.Preprocess(self.c, self.reduction_prev, affine=True,
+                                name='preprocess')(s0, s1, train)
     states = [s0, s1]
     genes = self.genotype.genes
     for node in range(len(genes) // 2):
@@ -121,12 +153,8 @@ class Cell(nn.Module):
       for k in (2 * node, 2 * node + 1):
         op_name, src = genes[k]
         stride = 2 if self.genotype.reduction and src < 2 else 1
-        op = ops_lib.OPS[op_name](self.c, stride, True, self.depthwise)
-        y = op(states[src], train)
-        # As in DARTS, identity ops (stride-1 skips) are never dropped.
-        if use_drop_path and not isinstance(op, ops_lib.Identity):
-          y = ops_lib.drop_path(y, drop_path_rate, self.make_rng('drop_path'))
-        total = total + y
+        edge = Edge(op_name, self.c, stride, self.depthwise, name=f'edge_{k}')
+        total = total + edge(states[src], train, drop_path_rate)
       states.append(total)
     return jnp.concatenate([states[i] for i in self.genotype.concat], axis=-1)
 
@@ -146,10 +174,10 @@ class AuxiliaryHeadImageNet(nn.Module):
   def __call__(self, x, train: bool):
     x = nn.relu(x)
     x = nn.avg_pool(x, (_AUX_POOL, _AUX_POOL), strides=(2, 2), padding='VALID')
-    x = nn.relu(ops_lib.batch_norm(train, True)(ops_lib.conv(128, 1)(x)))
-    x = nn.relu(ops_lib.conv(768, 2)(x))
+    x = nn.relu(ops_lib.batch_norm(train, True, name='bn1')(ops_lib.conv(128, 1, name='conv1')(x)))
+    x = nn.relu(ops_lib.conv(768, 2, name='conv2')(x))
     x = x.reshape(x.shape[0], -1)
-    return nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init)(x)
+    return nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init, name='classifier')(x)
 
 
 class StemImageNet(nn.Module):
@@ -157,16 +185,18 @@ class StemImageNet(nn.Module):
 
   stem0: 3×3 conv stride 2 to C/2, BN, ReLU, 3×3 conv stride 2 to C, BN.
   stem1: ReLU, 3×3 conv stride 2 to C, BN. Returns both outputs (the first two cell
-  inputs).
+  inputs). Sub-modules are named after DARTS's two stems: `stem0_conv1`, `stem0_bn1`,
+  `stem0_conv2`, `stem0_bn2`, `stem1_conv`, `stem1_bn`.
   """
 
   c: int
 
   @nn.compact
   def __call__(self, x, train: bool):
-    s0 = ops_lib.batch_norm(train, True)(ops_lib.conv(self.c // 2, 3, 2, 1)(x))
-    s0 = ops_lib.batch_norm(train, True)(ops_lib.conv(self.c, 3, 2, 1)(nn.relu(s0)))
-    s1 = ops_lib.batch_norm(train, True)(ops_lib.conv(self.c, 3, 2, 1)(nn.relu(s0)))
+    bn = lambda name: ops_lib.batch_norm(train, True, name=name)
+    s0 = bn('stem0_bn1')(ops_lib.conv(self.c // 2, 3, 2, 1, name='stem0_conv1')(x))
+    s0 = bn('stem0_bn2')(ops_lib.conv(self.c, 3, 2, 1, name='stem0_conv2')(nn.relu(s0)))
+    s1 = bn('stem1_bn')(ops_lib.conv(self.c, 3, 2, 1, name='stem1_conv')(nn.relu(s0)))
     return s0, s1
 
 
@@ -214,7 +244,7 @@ class NetworkModule(nn.Module):
               f'the auxiliary head needs at least {_AUX_POOL}x{_AUX_POOL} features after cell '
               f'{i}, got {s1.shape[1]}x{s1.shape[2]}; use larger images or no auxiliary head')
         head = (ops_lib.AuxiliaryHeadCIFAR if self.kind == 'cifar' else AuxiliaryHeadImageNet)
-        aux_logits = head(self.num_classes, name=AUX_HEAD)(s1, train)
+        aux_logits = head(self.num_classes, name=ops_lib.AUX_HEAD)(s1, train)
     # Global average pooling: DARTS's AvgPool2d(7) on ImageNet's 7×7 output is the same.
     x = jnp.mean(s1, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init, name='classifier')(x)

@@ -1,4 +1,16 @@
-"""Primitive ops of the DARTS space, NHWC, defined as in the DARTS reference.
+"""Primitive ops of the DARTS space, NHWC, defined as in the DARTS reference, and their registry.
+
+`REGISTRY` is the one table of candidate ops: per op name, its builder, whether it is
+parametric, and its colour in drawings. Search spaces, genotype validation and
+statistics, the super-network, the discrete networks and the drawings all read it,
+so adding an op is one entry (and, for a new kind of layer, its module class):
+
+    ops_lib.REGISTRY['sep_conv_3x3'].parametric              # True
+    ops_lib.build('sep_conv_3x3', c, stride, affine=False)   # a module, named by the op
+
+Sub-modules are named by their role (`conv`, `bn`, `depthwise`, `pointwise`,
+`block1`/`block2`, `conv_even`/`conv_odd`), so a parameter path reads as what it is,
+e.g. `.../sep_conv_3x3/block1/depthwise/kernel`.
 
 Order inside each op is ReLU-Conv-BN. Padding is explicit and symmetric as in
 PyTorch (XLA's 'SAME' pads asymmetrically at stride 2). Batch norm uses PyTorch's
@@ -12,8 +24,9 @@ both share the same kernel layout, so parameters are interchangeable.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -38,8 +51,7 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNo
 class Conv(nn.Module):
   """k×k convolution without bias, explicit symmetric padding; a 1×1 one is a matmul.
 
-  Named and laid out as flax's nn.Conv (`Conv_<i>`, kernel f32[k, k, C_in, C_out],
-  same initialiser), so parameter trees and their initial values are unchanged. A
+  Laid out as flax's nn.Conv (kernel f32[k, k, C_in, C_out], same initialiser). A
   1×1 convolution at stride s is x[:, ::s, ::s] · kernel: under `nn.vmap` over the
   super-net's edges this stays a batched matmul, where `conv_general_dilated` with a
   batched kernel becomes a grouped convolution, slow on XLA:CPU.
@@ -112,8 +124,8 @@ class ReLUConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = conv(self.c_out, self.k, self.stride, self.padding)(nn.relu(x))
-    return batch_norm(train, self.affine)(x)
+    x = conv(self.c_out, self.k, self.stride, self.padding, name='conv')(nn.relu(x))
+    return batch_norm(train, self.affine, name='bn')(x)
 
 
 class DilConv(nn.Module):
@@ -129,10 +141,10 @@ class DilConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = DepthwiseConv(self.k, self.stride, self.padding, self.dilation, self.depthwise)(
-        nn.relu(x))
-    x = conv(self.c_out, 1)(x)
-    return batch_norm(train, self.affine)(x)
+    x = DepthwiseConv(self.k, self.stride, self.padding, self.dilation, self.depthwise,
+                      name='depthwise')(nn.relu(x))
+    x = conv(self.c_out, 1, name='pointwise')(x)
+    return batch_norm(train, self.affine, name='bn')(x)
 
 
 class SepConv(nn.Module):
@@ -148,14 +160,17 @@ class SepConv(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     c_in = x.shape[-1]
-    x = DilConv(c_in, self.k, self.stride, self.padding, 1, self.affine, self.depthwise)(
-        x, train)
-    return DilConv(self.c_out, self.k, 1, self.padding, 1, self.affine, self.depthwise)(
-        x, train)
+    x = DilConv(c_in, self.k, self.stride, self.padding, 1, self.affine, self.depthwise,
+                name='block1')(x, train)
+    return DilConv(self.c_out, self.k, 1, self.padding, 1, self.affine, self.depthwise,
+                   name='block2')(x, train)
 
 
 class FactorizedReduce(nn.Module):
-  """ReLU, two 1×1 stride-2 convs on x and on x shifted by one pixel, concat, BN."""
+  """ReLU, two 1×1 stride-2 convs on x and on x shifted by one pixel, concat, BN.
+
+  `conv_even` sees the pixels at even rows and columns, `conv_odd` the odd ones.
+  """
 
   c_out: int
   affine: bool = True
@@ -165,9 +180,9 @@ class FactorizedReduce(nn.Module):
     if self.c_out % 2:
       raise ValueError(f'FactorizedReduce needs an even channel count, got {self.c_out}')
     x = nn.relu(x)
-    a = conv(self.c_out // 2, 1, stride=2)(x)
-    b = conv(self.c_out // 2, 1, stride=2)(x[:, 1:, 1:, :])
-    return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+    a = conv(self.c_out // 2, 1, stride=2, name='conv_even')(x)
+    b = conv(self.c_out // 2, 1, stride=2, name='conv_odd')(x[:, 1:, 1:, :])
+    return batch_norm(train, self.affine, name='bn')(jnp.concatenate([a, b], axis=-1))
 
 
 class Zero(nn.Module):
@@ -186,35 +201,128 @@ class Identity(nn.Module):
 
 
 class Pool(nn.Module):
-  """3×3 pooling, padding 1; average excludes the padding (count_include_pad=False)."""
+  """3×3 pooling, padding 1; average excludes the padding (count_include_pad=False).
+
+  Attributes:
+    kind: 'max' or 'avg'.
+    stride: 1 or 2.
+    bn: batch-normalise the output without affine (sub-module `bn`). DARTS does so
+      inside the super-net's mixed ops, where pooling would otherwise enter the
+      weighted sum unnormalised beside the batch-normalised convolutions.
+  """
 
   kind: str
   stride: int = 1
+  bn: bool = False
 
+  @nn.compact
   def __call__(self, x, train: bool):
-    del train
     pool = nn.max_pool if self.kind == 'max' else functools.partial(
         nn.avg_pool, count_include_pad=False)
-    return pool(x, (3, 3), strides=(self.stride, self.stride), padding=_pad(1))
+    y = pool(x, (3, 3), strides=(self.stride, self.stride), padding=_pad(1))
+    return batch_norm(train, affine=False, name='bn')(y) if self.bn else y
 
 
-# name -> (C, stride, affine, depthwise impl, **module kwargs such as name) -> module
-# taking (x, train).
-OPS: dict[str, Callable[..., nn.Module]] = {
-    'none': lambda c, s, affine, dw, **kw: Zero(s, **kw),
-    'max_pool_3x3': lambda c, s, affine, dw, **kw: Pool('max', s, **kw),
-    'avg_pool_3x3': lambda c, s, affine, dw, **kw: Pool('avg', s, **kw),
-    'skip_connect': lambda c, s, affine, dw, **kw: (
-        Identity(**kw) if s == 1 else FactorizedReduce(c, affine, **kw)),
-    'sep_conv_3x3': lambda c, s, affine, dw, **kw: SepConv(c, 3, s, 1, affine, dw, **kw),
-    'sep_conv_5x5': lambda c, s, affine, dw, **kw: SepConv(c, 5, s, 2, affine, dw, **kw),
-    'sep_conv_7x7': lambda c, s, affine, dw, **kw: SepConv(c, 7, s, 3, affine, dw, **kw),
-    'dil_conv_3x3': lambda c, s, affine, dw, **kw: DilConv(c, 3, s, 2, 2, affine, dw, **kw),
-    'dil_conv_5x5': lambda c, s, affine, dw, **kw: DilConv(c, 5, s, 4, 2, affine, dw, **kw),
+class OpArgs(NamedTuple):
+  """What an op builder gets.
+
+  Attributes:
+    c: channels in and out.
+    stride: 1, or 2 on the edges that leave the inputs of a reduction cell.
+    affine: batch norms with scale and bias (DARTS: False in search cells only).
+    depthwise: depthwise convolution implementation, one of DEPTHWISE_IMPLS.
+    mixture: the op is a term of a super-net mixed op (see `Pool.bn`).
+    name: the module name.
+  """
+
+  c: int
+  stride: int
+  affine: bool
+  depthwise: str
+  mixture: bool
+  name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OpDef:
+  """One candidate op of the search spaces.
+
+  Attributes:
+    build: `build(OpArgs) -> module` whose `__call__(x, train)` maps C channels to C
+      channels at 1/stride the resolution.
+    parametric: a convolution, what the paper counts as a parametric op
+      (`genotypes.num_parametric`, the search curves). A stride-2 skip_connect
+      carries 1×1 convolutions too, but is a skip, not a parametric op.
+    colour: matplotlib colour of the op's edges in cell drawings.
+  """
+
+  build: Callable[[OpArgs], nn.Module]
+  parametric: bool
+  colour: str
+
+
+def _sep_conv(k: int) -> Callable[[OpArgs], nn.Module]:
+  # Padding k // 2 keeps the resolution at stride 1.
+  return lambda a: SepConv(a.c, k, a.stride, k // 2, a.affine, a.depthwise, name=a.name)
+
+
+def _dil_conv(k: int) -> Callable[[OpArgs], nn.Module]:
+  # Dilation 2 spans 2k - 1 pixels; padding k - 1 keeps the resolution at stride 1.
+  return lambda a: DilConv(a.c, k, a.stride, k - 1, 2, a.affine, a.depthwise, name=a.name)
+
+
+def _skip(a: OpArgs) -> nn.Module:
+  # A stride-2 skip must halve the resolution: FactorizedReduce, as DARTS.
+  if a.stride == 1:
+    return Identity(name=a.name)
+  return FactorizedReduce(a.c, a.affine, name=a.name)
+
+
+# Colours follow the paper's figures where they name one (skip red, sep_conv_3x3 blue).
+REGISTRY: dict[str, OpDef] = {
+    'none': OpDef(lambda a: Zero(a.stride, name=a.name), False, 'tab:gray'),
+    'max_pool_3x3': OpDef(lambda a: Pool('max', a.stride, a.mixture, name=a.name), False,
+                          'tab:purple'),
+    'avg_pool_3x3': OpDef(lambda a: Pool('avg', a.stride, a.mixture, name=a.name), False,
+                          'tab:orange'),
+    'skip_connect': OpDef(_skip, False, 'tab:red'),
+    'sep_conv_3x3': OpDef(_sep_conv(3), True, 'tab:blue'),
+    'sep_conv_5x5': OpDef(_sep_conv(5), True, 'tab:cyan'),
+    'sep_conv_7x7': OpDef(_sep_conv(7), True, 'tab:brown'),
+    'dil_conv_3x3': OpDef(_dil_conv(3), True, 'tab:green'),
+    'dil_conv_5x5': OpDef(_dil_conv(5), True, 'tab:olive'),
 }
 
-PARAMETRIC_OPS = frozenset(
-    {'sep_conv_3x3', 'sep_conv_5x5', 'sep_conv_7x7', 'dil_conv_3x3', 'dil_conv_5x5'})
+
+def lookup(op: str) -> OpDef:
+  """The registry entry of `op`.
+
+  Raises:
+    ValueError: for an op not in `REGISTRY`, naming the known ones.
+  """
+  if op not in REGISTRY:
+    raise ValueError(f'unknown op {op!r}; known: {sorted(REGISTRY)}')
+  return REGISTRY[op]
+
+
+def build(op: str, c: int, stride: int, *, affine: bool, depthwise: str = 'native',
+          mixture: bool = False, name: str | None = None) -> nn.Module:
+  """Builds candidate op `op` (see `OpArgs` for the arguments).
+
+  Args:
+    op: a key of `REGISTRY`.
+    c: channels in and out.
+    stride: 1 or 2.
+    affine: batch norms with scale and bias.
+    depthwise: depthwise convolution implementation.
+    mixture: the op is a term of a super-net mixed op.
+    name: module name; the op's name by default, so parameters read
+      `.../sep_conv_3x3/...`.
+
+  Returns:
+    The unbound module, called as `module(x, train)`.
+  """
+  return lookup(op).build(OpArgs(c, stride, affine, depthwise, mixture, name or op))
 
 
 def drop_path(x, rate: float, rng: jax.Array):
@@ -222,6 +330,16 @@ def drop_path(x, rate: float, rng: jax.Array):
   keep = 1.0 - rate
   mask = jax.random.bernoulli(rng, keep, (x.shape[0], 1, 1, 1))
   return jnp.where(mask, x / keep, 0.0)
+
+
+# ------------------------------------------------------------------------------------
+# Parts both networks share. The super-network and the discrete networks give them the
+# same module names (`stem`, `cell_XX/preprocess`, `auxiliary_head`, `classifier`), so
+# their parameter trees line up.
+
+# Name of the auxiliary head; DARTS leaves every parameter whose name contains
+# 'auxiliary' out of its reported size (utils.count_parameters_in_MB).
+AUX_HEAD = 'auxiliary_head'
 
 
 class Preprocess(nn.Module):
@@ -248,7 +366,7 @@ class StemCIFAR(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    return batch_norm(train, True)(conv(self.c, 3, padding=1)(x))
+    return batch_norm(train, True, name='bn')(conv(self.c, 3, padding=1, name='conv')(x))
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
@@ -260,7 +378,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
   def __call__(self, x, train: bool):
     x = nn.relu(x)
     x = nn.avg_pool(x, (5, 5), strides=(3, 3), padding='VALID')
-    x = nn.relu(batch_norm(train, True)(conv(128, 1)(x)))
-    x = nn.relu(batch_norm(train, True)(conv(768, 2)(x)))
+    x = nn.relu(batch_norm(train, True, name='bn1')(conv(128, 1, name='conv1')(x)))
+    x = nn.relu(batch_norm(train, True, name='bn2')(conv(768, 2, name='conv2')(x)))
     x = x.reshape(x.shape[0], -1)
-    return nn.Dense(self.num_classes, kernel_init=torch_init)(x)
+    return nn.Dense(self.num_classes, kernel_init=torch_init, name='classifier')(x)

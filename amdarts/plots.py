@@ -14,6 +14,7 @@ import os
 from typing import Sequence
 
 from amdarts import genotypes
+from amdarts import ops as ops_lib
 
 
 def search_curves(history: Sequence[dict], path: str) -> None:
@@ -47,18 +48,6 @@ def search_curves(history: Sequence[dict], path: str) -> None:
 
 # ----------------------------------------------------------------------------------
 # Genotype drawings.
-
-# Colours follow the paper's figures where they name one (skip red, sep_conv_3x3 blue).
-OP_COLORS = {
-    'none': 'tab:gray',
-    'max_pool_3x3': 'tab:purple',
-    'avg_pool_3x3': 'tab:orange',
-    'skip_connect': 'tab:red',
-    'sep_conv_3x3': 'tab:blue',
-    'sep_conv_5x5': 'tab:cyan',
-    'dil_conv_3x3': 'tab:green',
-    'dil_conv_5x5': 'tab:olive',
-}
 
 _NODE_R = 0.38     # node radius, data units.
 _ROW = 1.5         # vertical distance between intermediate nodes.
@@ -103,7 +92,7 @@ def _draw_cell(ax, cell: genotypes.CellGenotype, title: str, fontsize: float) ->
       bulge = 0.5 + 0.5 * (dst - src - 1)
       rad = -2 * bulge / abs(y1 - y0)
       lx, ly = x0 + bulge, (y0 + y1) / 2
-    color = OP_COLORS.get(op, 'black')
+    color = ops_lib.REGISTRY[op].colour
     ax.add_patch(patches.FancyArrowPatch(
         (x0, y0), (x1, y1), patchA=circles[src], patchB=circles[dst], arrowstyle='-|>',
         mutation_scale=8, connectionstyle=f'arc3,rad={rad}', color=color, lw=1.2,

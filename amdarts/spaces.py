@@ -28,6 +28,9 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from amdarts import ops as ops_lib
+
+# Candidate ops of space S1, in α column order; every op is a key of `ops.REGISTRY`.
 DARTS_OPS = (
     'none',
     'max_pool_3x3',
@@ -56,7 +59,8 @@ class SpaceSpec:
   """Everything that fixes the shape of a super-network's architecture.
 
   Attributes:
-    ops: candidate op names, in the order of the last axis of α.
+    ops: candidate op names (keys of `ops.REGISTRY`), in the order of the last axis
+      of α.
     num_cells: number of cells; reductions sit at num_cells//3 and 2*num_cells//3.
     shared: α shared by all normal / all reduction cells (S1), else per cell (S2).
     edge_mode: one of EDGE_MODES.
@@ -73,11 +77,11 @@ class SpaceSpec:
   inputs: Mapping[str, Pairs] | None = None
 
   def __post_init__(self):
-    from amdarts import ops as ops_lib  # ops imports nothing from here.
-
-    unknown = [o for o in self.ops if o not in ops_lib.OPS]
+    # The registry is what the super-net builds and genotypes validate against, so
+    # an op it lacks fails here, before anything is built.
+    unknown = [o for o in self.ops if o not in ops_lib.REGISTRY]
     if unknown:
-      raise ValueError(f'unknown op(s) {unknown}; known: {sorted(ops_lib.OPS)}')
+      raise ValueError(f'unknown op(s) {unknown}; known: {sorted(ops_lib.REGISTRY)}')
     if len(set(self.ops)) != len(self.ops) or not self.ops:
       raise ValueError(f'ops must be non-empty and distinct, got {self.ops}')
     if self.edge_mode not in EDGE_MODES:

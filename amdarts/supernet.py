@@ -15,6 +15,20 @@ Edges that leave the same states (see `edge_groups`) see inputs of one shape, so
 such group runs as a single `nn.vmap`-ed MixedOp with parameters stacked over its
 edges: the same function as one MixedOp per edge, with several times fewer HLO ops,
 which set compile time and per-op overhead on XLA:CPU.
+
+Parameter (and batch-norm state) names:
+
+    stem/{conv,bn}                                  as the discrete networks
+    cell_XX/preprocess/{pre0,pre1}/...              as the discrete networks
+    cell_XX/from_0_1/<op>/...                       the edges leaving the cell inputs
+    cell_XX/from_<s>/<op>/...                       the edges leaving state s >= 2
+    auxiliary_head/..., classifier/{kernel,bias}    as the discrete networks
+
+Every leaf under a `from_*` group is stacked over the group's edges on its leading
+axis, in `spec.edges(key)` order, by design: that is what lets the group run as one
+batched op. Inside an op, sub-modules are named by role (`ops.py`), e.g.
+`from_0_1/sep_conv_3x3/block1/depthwise/kernel`; a pool's batch norm is
+`from_0_1/max_pool_3x3/bn`.
 """
 
 from __future__ import annotations
@@ -51,11 +65,11 @@ class MixedOp(nn.Module):
     for k, name in enumerate(self.ops):
       if name == 'none':
         continue
-      y = ops_lib.OPS[name](self.c, self.stride, False, self.depthwise, name=name)(x, train)
-      if 'pool' in name:  # DARTS normalises pooling outputs inside the mixture.
-        y = ops_lib.batch_norm(train, affine=False, name=f'{name}_bn')(y)
-      identity = name == 'skip_connect' and self.stride == 1
-      if train and self.drop_path > 0 and not identity:  # As DARTS: never on Identity.
+      op = ops_lib.build(name, self.c, self.stride, affine=False, depthwise=self.depthwise,
+                         mixture=True)
+      y = op(x, train)
+      # As DARTS: never on Identity.
+      if train and self.drop_path > 0 and not isinstance(op, ops_lib.Identity):
         y = ops_lib.drop_path(y, self.drop_path, self.make_rng('drop_path'))
       out = w_O[k] * y if out is None else out + w_O[k] * y
     if out is None:  # Only `none`: a zero edge of the output's shape.
@@ -115,7 +129,8 @@ class SearchCell(nn.Module):
 
   @nn.compact
   def __call__(self, s0, s1, arch, train: bool):
-    s0, s1 = ops_lib.Preprocess(self.c, self.reduction_prev, affine=False)(s0, s1, train)
+    s0, s1 = ops_lib.Preprocess(self.c, self.reduction_prev, affine=False,
+                                name='preprocess')(s0, s1, train)
     edges = self.spec.edges(self.key)
     w_ExO = jax.nn.softmax(arch['alpha'], axis=-1)
     coef_E = spaces.edge_coefficients(self.spec, arch['beta']) if self.spec.has_beta else None
@@ -167,7 +182,7 @@ class SuperNetModule(nn.Module):
   @nn.compact
   def __call__(self, x_BxHxWxC, arch, train: bool):
     c_curr = self.stem_multiplier * self.c
-    s0 = s1 = ops_lib.StemCIFAR(c_curr)(x_BxHxWxC, train)
+    s0 = s1 = ops_lib.StemCIFAR(c_curr, name='stem')(x_BxHxWxC, train)
     c_curr, reduction_prev, aux_logits = self.c, False, None
     for i in range(self.spec.num_cells):
       reduction = self.spec.is_reduction(i)
@@ -178,9 +193,10 @@ class SuperNetModule(nn.Module):
       s0, s1 = s1, cell(s0, s1, arch[key], train)
       reduction_prev = reduction
       if self.auxiliary and train and i == 2 * self.spec.num_cells // 3:
-        aux_logits = ops_lib.AuxiliaryHeadCIFAR(self.num_classes)(s1, train)
+        aux_logits = ops_lib.AuxiliaryHeadCIFAR(self.num_classes, name=ops_lib.AUX_HEAD)(
+            s1, train)
     x = jnp.mean(s1, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init)(x)
+    logits = nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init, name='classifier')(x)
     return logits, aux_logits
 
 

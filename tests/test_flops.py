@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from amdarts import flops
-from amdarts import genotypes as G
+from amdarts import genotypes
 
 
 def test_count_macs_of_conv_grouped_conv_and_dense():
@@ -38,7 +38,7 @@ def test_count_params_excludes_auxiliary_head():
 
 
 def test_darts_v2_cifar_profile():
-  p = flops.profile(G.DARTS_V2, kind='cifar', c=36, num_cells=20, num_classes=10,
+  p = flops.profile(genotypes.DARTS_V2, kind='cifar', c=36, num_cells=20, num_classes=10,
                     image_size=32)
   assert p.params == 3_349_342  # DARTS logs 3.349342MB; published 3.3M.
   # Convolutions + classifier of one 32×32 image; the ~528M often quoted for DARTS.
@@ -46,7 +46,7 @@ def test_darts_v2_cifar_profile():
 
 
 def test_darts_v2_imagenet_mobile_profile():
-  p = flops.profile(G.DARTS_V2, kind='imagenet', c=48, num_cells=14, num_classes=1000,
+  p = flops.profile(genotypes.DARTS_V2, kind='imagenet', c=48, num_cells=14, num_classes=1000,
                     image_size=224)
   assert p.params == 4_718_752  # DARTS logs 4.718752MB; published 4.7M.
   assert round(p.params / 1e6, 1) == 4.7
@@ -58,14 +58,14 @@ def test_darts_v2_imagenet_mobile_profile():
 
 
 def test_choose_width_is_the_widest_even_c_within_budget():
-  choice = flops.choose_width(G.DARTS_V2)
+  choice = flops.choose_width(genotypes.DARTS_V2)
   assert choice == flops.Profile(50, 5_079_375, 573_472_800)
-  wider = flops.profile(G.DARTS_V2, kind='imagenet', c=52, num_cells=14)
+  wider = flops.profile(genotypes.DARTS_V2, kind='imagenet', c=52, num_cells=14)
   assert wider.macs > flops.MOBILE_BUDGET >= choice.macs
   # A tighter budget picks the published C=48 setting.
-  assert flops.choose_width(G.DARTS_V2, budget=530e6).c == 48
+  assert flops.choose_width(genotypes.DARTS_V2, budget=530e6).c == 48
 
 
 def test_choose_width_rejects_impossible_budget():
   with pytest.raises(ValueError, match='over the budget'):
-    flops.choose_width(G.DARTS_V2, budget=1e6)
+    flops.choose_width(genotypes.DARTS_V2, budget=1e6)

@@ -175,7 +175,7 @@ def _preprocess_kernels(params):
   out = {}
   for cell, tree in params.items():
     if cell.startswith('cell_'):
-      leaves = jax.tree_util.tree_leaves_with_path(tree['Preprocess_0'])
+      leaves = jax.tree_util.tree_leaves_with_path(tree['preprocess'])
       out[cell] = {jax.tree_util.keystr(p): x.shape for p, x in leaves
                    if jax.tree_util.keystr(p).endswith("['kernel']")}
   return out

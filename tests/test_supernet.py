@@ -53,10 +53,10 @@ def test_depthwise_impls_agree(stride, padding, dilation):
 
 def test_avg_pool_excludes_padding_and_max_pool_pads_with_minus_inf():
   x = jnp.arange(16.0).reshape(1, 4, 4, 1) - 100.0
-  avg = ops_lib.Pool('avg', 1)(x, False)
+  avg = ops_lib.Pool('avg', 1).apply({}, x, False)
   # Corner (0, 0) averages the 4 real pixels 0, 1, 4, 5 (count_include_pad=False).
   np.testing.assert_allclose(avg[0, 0, 0, 0], np.mean([0, 1, 4, 5]) - 100.0, rtol=1e-6)
-  mx = ops_lib.Pool('max', 2)(x, False)
+  mx = ops_lib.Pool('max', 2).apply({}, x, False)
   assert mx.shape == (1, 2, 2, 1)
   np.testing.assert_allclose(mx[0, 0, 0, 0], 5.0 - 100.0)  # Padding never wins.
 
@@ -65,10 +65,10 @@ def test_op_shapes_and_reduction():
   x = _x((2, 8, 8, 6))
   for name in spaces.DARTS_OPS:
     for stride in (1, 2):
-      module = ops_lib.OPS[name](6, stride, False, 'native')
+      module = ops_lib.build(name, 6, stride, affine=False)
       out, _ = _apply_op(module, x)
       assert out.shape == (2, 8 // stride, 8 // stride, 6), (name, stride)
-  zero, _ = _apply_op(ops_lib.OPS['none'](6, 2, False, 'native'), x)
+  zero, _ = _apply_op(ops_lib.build('none', 6, 2, affine=False), x)
   assert not np.any(zero)
 
 
@@ -78,8 +78,8 @@ def test_factorized_reduce_uses_both_pixel_phases():
   variables = module.init(jax.random.PRNGKey(0), x, False)
   p = variables['params']
   xr = np.maximum(np.asarray(x), 0)
-  a = xr[:, ::2, ::2] @ np.asarray(p['Conv_0']['kernel'])[0, 0]
-  b = xr[:, 1::2, 1::2] @ np.asarray(p['Conv_1']['kernel'])[0, 0]
+  a = xr[:, ::2, ::2] @ np.asarray(p['conv_even']['kernel'])[0, 0]
+  b = xr[:, 1::2, 1::2] @ np.asarray(p['conv_odd']['kernel'])[0, 0]
   # Eval mode with fresh running stats (mean 0, var 1): BN divides by sqrt(1 + eps).
   out = module.apply(variables, x, False)
   np.testing.assert_allclose(out, np.concatenate([a, b], -1) / np.sqrt(1 + 1e-5), rtol=1e-5,
@@ -109,11 +109,11 @@ def test_batch_norm_without_affine_in_search_cells():
   flat = jax.tree_util.tree_flatten_with_path(params['cell_00'])[0]
   names = [jax.tree_util.keystr(path) for path, _ in flat]
   assert any("'sep_conv_3x3'" in n for n in names), names
-  assert not any('BatchNorm' in n for n in names), names  # No scale/bias in cells.
-  assert 'scale' in params['StemCIFAR_0']['BatchNorm_0']  # The stem keeps affine BN.
+  assert not any("['bn']" in n for n in names), names  # No scale/bias in cells.
+  assert 'scale' in params['stem']['bn']  # The stem keeps affine BN.
   # Running statistics are kept per edge: the group of the 5 edges leaving the cell
   # inputs stacks them on a leading axis.
-  bn = state['cell_00']['from_0_1']['sep_conv_3x3']['DilConv_0']['BatchNorm_0']
+  bn = state['cell_00']['from_0_1']['sep_conv_3x3']['block1']['bn']
   assert bn['mean'].shape == (5, 4)
 
 
@@ -133,9 +133,9 @@ def test_mixed_op_is_softmax_weighted_sum_of_ops():
   mixed, _ = module.apply(variables, x, w, True, mutable=['batch_stats'])
 
   def single(name):
-    op = ops_lib.OPS[name](4, 1, False, 'native')
+    op = ops_lib.build(name, 4, 1, affine=False)  # As a discrete network builds it.
     sub = {'params': variables['params'].get(name, {})}
-    y = op.apply(sub, x, True, mutable=['batch_stats'])[0] if sub['params'] else op(x, True)
+    y = op.apply(sub, x, True, mutable=['batch_stats'])[0]
     if 'pool' in name:
       y = ops_lib.batch_norm(True, False).apply({}, y, mutable=['batch_stats'])[0]
     return y
@@ -238,16 +238,16 @@ def test_supernet_output_and_reduction_shapes():
                              spaces.init_alpha(spec, jax.random.PRNGKey(0)))
   # Channels double at the reductions (cells 1 and 3): C, 2C, 2C, 4C, 4C.
   params = variables['params']
-  assert params['cell_04']['Preprocess_0']['pre1']['Conv_0']['kernel'].shape[-1] == 16
-  assert params['cell_01']['Preprocess_0']['pre1']['Conv_0']['kernel'].shape[-1] == 8
-  assert 'AuxiliaryHeadCIFAR_0' in params
-  assert params['Dense_0']['kernel'].shape == (2 * 16, 7)
+  assert params['cell_04']['preprocess']['pre1']['conv']['kernel'].shape[-1] == 16
+  assert params['cell_01']['preprocess']['pre1']['conv']['kernel'].shape[-1] == 8
+  assert 'auxiliary_head' in params
+  assert params['classifier']['kernel'].shape == (2 * 16, 7)
   # Edge parameters: one stacked tree per group, edges on the leading axis. Fixed
   # topology, 2 nodes: edges (0,0), (1,0), (0,1) leave the cell inputs, (2,1) state 2.
-  assert set(params['cell_01']) == {'Preprocess_0', 'from_0_1', 'from_2'}
-  kernel = params['cell_01']['from_0_1']['sep_conv_3x3']['DilConv_0']['DepthwiseConv_0']
+  assert set(params['cell_01']) == {'preprocess', 'from_0_1', 'from_2'}
+  kernel = params['cell_01']['from_0_1']['sep_conv_3x3']['block1']['depthwise']
   assert kernel['kernel'].shape == (3, 3, 3, 1, 8)
-  assert params['cell_01']['from_2']['sep_conv_3x3']['DilConv_1']['Conv_0'][
+  assert params['cell_01']['from_2']['sep_conv_3x3']['block2']['pointwise'][
       'kernel'].shape == (1, 1, 1, 8, 8)
 
 
@@ -272,8 +272,8 @@ def _per_edge_cell(cell, variables, s0, s1, arch, train):
   spec, edges = cell.spec, cell.spec.edges(cell.key)
   params, stats = variables['params'], variables['batch_stats']
   pre = ops_lib.Preprocess(cell.c, cell.reduction_prev, affine=False)
-  (s0, s1), _ = pre.apply({'params': params['Preprocess_0'],
-                           'batch_stats': stats['Preprocess_0']}, s0, s1, train,
+  (s0, s1), _ = pre.apply({'params': params['preprocess'],
+                           'batch_stats': stats['preprocess']}, s0, s1, train,
                           mutable=['batch_stats'])
   where = {e: (supernet.group_name(edges, g), i)
            for g in supernet.edge_groups(edges) for i, e in enumerate(g)}

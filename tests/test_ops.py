@@ -1,0 +1,94 @@
+"""Tests of the op registry of amdarts.ops: one table that every consumer reads."""
+
+import jax
+import jax.numpy as jnp
+from matplotlib import colors
+import numpy as np
+import pytest
+
+from amdarts import genotype_text
+from amdarts import genotypes
+from amdarts import network as network_lib
+from amdarts import ops as ops_lib
+from amdarts import plots
+from amdarts import spaces
+from amdarts import supernet
+
+KEY = jax.random.PRNGKey(0)
+
+
+@pytest.mark.parametrize('name', sorted(ops_lib.REGISTRY))
+def test_every_entry_builds_and_parametric_means_it_has_weights(name):
+  entry = ops_lib.REGISTRY[name]
+  x = jax.random.normal(KEY, (2, 8, 8, 6))
+  for stride in (1, 2):
+    module = ops_lib.build(name, 6, stride, affine=True)
+    variables = module.init(KEY, x, False)
+    assert module.apply(variables, x, False).shape == (2, 8 // stride, 8 // stride, 6)
+  # At stride 1 (a stride-2 skip is a FactorizedReduce, still not a parametric op),
+  # an op has trainable weights exactly when the registry calls it parametric.
+  params = ops_lib.build(name, 6, 1, affine=True).init(KEY, x, False).get('params', {})
+  assert bool(jax.tree.leaves(params)) == entry.parametric
+  assert colors.is_color_like(entry.colour)
+
+
+def test_colours_tell_ops_apart():
+  colours = [colors.to_hex(e.colour) for e in ops_lib.REGISTRY.values()]
+  assert len(set(colours)) == len(colours)
+
+
+def test_pool_batch_norm_sits_inside_the_pool_in_a_mixture():
+  x = jax.random.normal(KEY, (2, 8, 8, 4))
+  mixed = ops_lib.build('max_pool_3x3', 4, 1, affine=False, mixture=True).init(KEY, x, True)
+  assert jax.tree.map(jnp.shape, mixed) == {'batch_stats': {'bn': {'mean': (4,), 'var': (4,)}}}
+  assert ops_lib.build('max_pool_3x3', 4, 1, affine=True).init(KEY, x, True) == {}
+
+
+def test_unknown_op_fails_at_the_space_with_one_line():
+  with pytest.raises(ValueError) as info:
+    spaces.SpaceSpec(ops=('none', 'conv_9x9'))
+  assert "unknown op(s) ['conv_9x9']" in str(info.value) and '\n' not in str(info.value)
+  with pytest.raises(ValueError, match="unknown op 'conv_9x9'; known: "):
+    ops_lib.build('conv_9x9', 4, 1, affine=True)
+
+
+@pytest.fixture
+def conv_1x1(monkeypatch):
+  """Adds an op to the registry, as a newcomer would: one entry."""
+  entry = ops_lib.OpDef(
+      build=lambda a: ops_lib.ReLUConvBN(a.c, 1, a.stride, 0, a.affine, name=a.name),
+      parametric=True, colour='tab:pink')
+  monkeypatch.setitem(ops_lib.REGISTRY, 'conv_1x1', entry)
+  return 'conv_1x1'
+
+
+def test_an_op_added_to_the_registry_is_accepted_end_to_end(conv_1x1, tmp_path):
+  # Space and super-net.
+  spec = spaces.SpaceSpec(ops=('none', 'skip_connect', conv_1x1), num_cells=3, steps=2)
+  net = supernet.SuperNet.create(spec, c=4, num_classes=3)
+  x = jax.random.normal(KEY, (2, 8, 8, 3))
+  params, state = net.init(KEY, x)
+  assert params['cell_00']['from_0_1'][conv_1x1]['conv']['kernel'].shape == (4, 1, 1, 4, 4)
+  # α favouring the new op on every edge.
+  arch = {key: {'alpha': a['alpha'].at[:, 2].add(1.0)}
+          for key, a in spaces.init_alpha(spec, KEY).items()}
+  (logits, _), _ = net.apply(params, state, arch, x, train=True)
+  assert logits.shape == (2, 3) and np.all(np.isfinite(logits))
+
+  # Derivation, validation, statistics, both text forms, drawing.
+  genotype = genotypes.derive(spec, arch)
+  assert {op for op, _ in genotype.normal + genotype.reduce} == {conv_1x1}
+  assert genotypes.validate(genotype) == genotype
+  assert genotypes.num_parametric(genotype) == 8
+  assert genotype_text.from_json(genotype_text.to_json(genotype)) == genotype
+  assert genotype_text.from_darts_string(genotype_text.to_darts_string(genotype)) == genotype
+  plots.draw_genotype(genotype, tmp_path / 'cells.svg')
+  svg = (tmp_path / 'cells.svg').read_text()
+  assert svg.count(conv_1x1) == 8 and colors.to_hex('tab:pink') in svg
+
+  # The discrete network of the genotype.
+  discrete = network_lib.Network.create(genotype, num_cells=3, c=4, num_classes=3)
+  d_params, d_state = discrete.init(KEY, x)
+  assert d_params['cell_01']['edge_0'][conv_1x1]['conv']['kernel'].shape == (1, 1, 8, 8)
+  (d_logits, _), _ = discrete.apply(d_params, d_state, x, train=False)
+  assert d_logits.shape == (2, 3)
