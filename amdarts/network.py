@@ -30,6 +30,8 @@ preprocessing, auxiliary head and classifier are named as in the super-network:
     auxiliary_head/..., classifier/{kernel,bias}
 
 Ops without weights (pools, identity, none) have no entry in the parameter tree.
+
+`apply(..., capture=True)` also returns the output of every cell, for diagnostics.
 """
 
 from __future__ import annotations
@@ -317,7 +319,7 @@ class Network:
     return variables['params'], variables.get('batch_stats', {})
 
   def apply(self, params, state, x_BxHxWxC, *, train: bool, drop_path_rate=0.0,
-            rng: jax.Array | None = None):
+            rng: jax.Array | None = None, capture: bool = False):
     """Returns ((logits, aux_logits or None), new_state).
 
     Args:
@@ -330,19 +332,23 @@ class Network:
         traced scalar); ignored when not training.
       rng: key for drop-path; required when training with a rate that is not the
         python number 0.
+      capture: also return the output of every cell.
 
     Returns:
-      ((logits f32[B, K], aux_logits f32[B, K] or None), new batch-norm state).
+      ((logits f32[B, K], aux_logits f32[B, K] or None), new batch-norm state),
+      followed by `{'cell_00': f32[B, H, W, C], ...}` when `capture`.
     """
-    if not train:
-      out = self.module.apply({'params': params, 'batch_stats': state}, x_BxHxWxC,
-                              train=False)
-      return out, state
-    if rng is None and not _is_static_zero(drop_path_rate):
+    if train and rng is None and not _is_static_zero(drop_path_rate):
       raise ValueError('training with drop-path needs an rng')
     rngs = {'drop_path': rng} if rng is not None else {}
-    out, mutated = self.module.apply(
-        {'params': params, 'batch_stats': state}, x_BxHxWxC, train=True,
-        drop_path_rate=drop_path_rate, rngs=rngs, mutable=['batch_stats'])
-    return out, mutated['batch_stats']
-
+    kwargs = {'drop_path_rate': drop_path_rate, 'rngs': rngs} if train else {}
+    mutable = (['batch_stats'] if train else []) + (['intermediates'] if capture else [])
+    out = self.module.apply(
+        {'params': params, 'batch_stats': state}, x_BxHxWxC, train=train,
+        mutable=mutable or False,
+        capture_intermediates=ops_lib.capture_cells if capture else False, **kwargs)
+    out, mutated = out if mutable else (out, {})
+    new_state = mutated['batch_stats'] if train else state
+    if capture:
+      return out, new_state, ops_lib.cell_outputs(mutated['intermediates'])
+    return out, new_state

@@ -342,6 +342,25 @@ def drop_path(x, rate: float, rng: jax.Array):
 AUX_HEAD = 'auxiliary_head'
 
 
+def capture_cells(module: nn.Module, method: str) -> bool:
+  """A `capture_intermediates` filter that keeps the output of every `cell_XX`.
+
+  Args:
+    module: the module flax asks about.
+    method: the method being called.
+
+  Returns:
+    Whether to record the call's output: top-level `cell_XX` modules' `__call__`.
+  """
+  return (method == '__call__' and len(module.path) == 1
+          and module.path[0].startswith('cell_'))
+
+
+def cell_outputs(intermediates: dict) -> dict[str, jax.Array]:
+  """`{'cell_00': f32[B, H, W, C], ...}` from what `capture_cells` recorded."""
+  return {name: calls['__call__'][0] for name, calls in intermediates.items()}
+
+
 class Preprocess(nn.Module):
   """Brings the two cell inputs to C channels and a common resolution."""
 

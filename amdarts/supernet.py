@@ -29,6 +29,9 @@ axis, in `spec.edges(key)` order, by design: that is what lets the group run as 
 batched op. Inside an op, sub-modules are named by role (`ops.py`), e.g.
 `from_0_1/sep_conv_3x3/block1/depthwise/kernel`; a pool's batch norm is
 `from_0_1/max_pool_3x3/bn`.
+
+`apply(..., capture=True)` also returns the output of every cell, for diagnostics;
+capturing adds outputs to the traced function, no computation.
 """
 
 from __future__ import annotations
@@ -225,18 +228,33 @@ class SuperNet:
         {'params': k_params, 'drop_path': k_drop}, x_BxHxWxC, arch, train=True)
     return variables['params'], variables.get('batch_stats', {})
 
-  def apply(self, params, state, alpha, x_BxHxWxC, *, train: bool, rng=None):
-    """Returns ((logits, aux_logits or None), new_state).
+  def apply(self, params, state, alpha, x_BxHxWxC, *, train: bool, rng=None,
+            capture: bool = False):
+    """Runs the super-network.
 
     In training mode batch norm uses batch statistics and updates the running ones.
-    `rng` is needed only for drop-path.
+
+    Args:
+      params: ω from `init`.
+      state: batch-norm statistics.
+      alpha: the architecture pytree (`spaces.init_alpha`).
+      x_BxHxWxC: images.
+      train: batch statistics and their update, drop-path, the auxiliary head.
+      rng: key for drop-path; needed only when the module's drop-path rate is > 0.
+      capture: also return the output of every cell.
+
+    Returns:
+      ((logits f32[B, K], aux_logits or None), new_state), followed by
+      `{'cell_00': f32[B, H, W, C], ...}` when `capture`.
     """
     rngs = {'drop_path': rng} if rng is not None else {}
-    if train:
-      out, mutated = self.module.apply(
-          {'params': params, 'batch_stats': state}, x_BxHxWxC, alpha, train=True,
-          rngs=rngs, mutable=['batch_stats'])
-      return out, mutated['batch_stats']
-    out = self.module.apply({'params': params, 'batch_stats': state}, x_BxHxWxC, alpha,
-                            train=False, rngs=rngs)
-    return out, state
+    mutable = (['batch_stats'] if train else []) + (['intermediates'] if capture else [])
+    out = self.module.apply(
+        {'params': params, 'batch_stats': state}, x_BxHxWxC, alpha, train=train, rngs=rngs,
+        mutable=mutable or False,
+        capture_intermediates=ops_lib.capture_cells if capture else False)
+    out, mutated = out if mutable else (out, {})
+    new_state = mutated['batch_stats'] if train else state
+    if capture:
+      return out, new_state, ops_lib.cell_outputs(mutated['intermediates'])
+    return out, new_state

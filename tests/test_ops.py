@@ -1,4 +1,5 @@
-"""Tests of the op registry of amdarts.ops: one table that every consumer reads."""
+"""Tests of amdarts.ops: the op registry every consumer reads, and the parts both networks
+share (module names, capturing cell outputs)."""
 
 import jax
 import jax.numpy as jnp
@@ -92,3 +93,46 @@ def test_an_op_added_to_the_registry_is_accepted_end_to_end(conv_1x1, tmp_path):
   assert d_params['cell_01']['edge_0'][conv_1x1]['conv']['kernel'].shape == (1, 1, 8, 8)
   (d_logits, _), _ = discrete.apply(d_params, d_state, x, train=False)
   assert d_logits.shape == (2, 3)
+
+
+def _supernet_and_apply():
+  spec = spaces.SpaceSpec(num_cells=3, edge_mode='fixed', steps=2)
+  net = supernet.SuperNet.create(spec, c=4, num_classes=5, depthwise='shifted')
+  alpha = spaces.init_alpha(spec, jax.random.PRNGKey(1))
+  x = jax.random.normal(KEY, (2, 8, 8, 3))
+  params, state = net.init(KEY, x)
+  apply = lambda p, **kw: net.apply(p, state, alpha, x, **kw)
+  return params, apply, [(2, 8, 8, 8), (2, 4, 4, 16), (2, 2, 2, 32)]
+
+
+def _network_and_apply():
+  net = network_lib.Network.create(genotypes.DARTS_V2, kind='cifar', num_cells=3, c=4,
+                                   num_classes=5, auxiliary=True, depthwise='shifted')
+  x = jax.random.normal(KEY, (2, 32, 32, 3))
+  params, state = net.init(KEY, x)
+  apply = lambda p, **kw: net.apply(p, state, x, **kw)
+  return params, apply, [(2, 32, 32, 16), (2, 16, 16, 32), (2, 8, 8, 64)]
+
+
+@pytest.mark.parametrize('make', [_supernet_and_apply, _network_and_apply],
+                         ids=['supernet', 'network'])
+def test_capture_returns_the_cell_outputs_and_adds_no_computation(make):
+  params, apply, shapes = make()
+  for train in (False, True):
+    (logits, _), new_state, cells = apply(params, train=train, capture=True)
+    assert list(cells) == ['cell_00', 'cell_01', 'cell_02']
+    assert [c.shape for c in cells.values()] == shapes
+    (plain, _), plain_state = apply(params, train=train)
+    np.testing.assert_array_equal(logits, plain)
+    jax.tree.map(np.testing.assert_array_equal, new_state, plain_state)
+    # The classifier reads the global average pool of the last cell's output.
+    pooled = cells['cell_02'].mean(axis=(1, 2))
+    head = params['classifier']
+    np.testing.assert_allclose(pooled @ head['kernel'] + head['bias'], logits, rtol=1e-5,
+                               atol=1e-6)
+
+  def num_ops(capture):
+    fn = lambda p: apply(p, train=True, capture=capture)
+    return len(jax.make_jaxpr(fn)(params).jaxpr.eqns)
+
+  assert num_ops(True) == num_ops(False)
