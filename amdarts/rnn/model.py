@@ -330,11 +330,11 @@ class RNNModel:
       raise ValueError('forward(train=True) with dropout needs an rng')
     keys = jax.random.split(rng, 5) if rng is not None else [None] * 5
     ones = jnp.ones((B, s.nhid), dtype)
-    # Per-sequence masks, fixed across the chunk's steps (variational dropout).
+    # Per-sequence masks of the cell's input and state, fixed across the chunk's steps.
     mask = lambda k, rate: ones if rate == 0 else _mask(k, (B, s.nhid), rate, dtype)
 
     emb = embedding_dropout(params['embedding'], tokens_TxB, d.embed, keys[0])
-    emb = emb * mask(keys[1], d.input)[None]
+    emb = locked_dropout(emb, d.input, keys[1])
     m_x, m_h = mask(keys[2], d.x), mask(keys[3], d.hidden)
     valid_T = jnp.arange(T) < (T if length is None else length)
     w_NxJxK = self.edge_weights(alpha_ExO) if s.is_search else None
@@ -350,7 +350,7 @@ class RNNModel:
       return (jnp.where(valid, out, h), stats), out
 
     (hidden, bn), raw_TxBxH = jax.lax.scan(step, (hidden_BxH, bn), (emb, valid_T))
-    dropped = raw_TxBxH * mask(keys[4], d.output)[None]
+    dropped = locked_dropout(raw_TxBxH, d.output, keys[4])
     logits = dropped @ params['embedding'].T + params['decoder_bias']  # Tied weights.
     return Output(logits, hidden, raw_TxBxH, dropped, bn)
 
