@@ -297,6 +297,12 @@ REGISTRY: dict[str, OpDef] = {
 def lookup(op: str) -> OpDef:
   """The registry entry of `op`.
 
+  Args:
+    op: an op name.
+
+  Returns:
+    `REGISTRY[op]`.
+
   Raises:
     ValueError: for an op not in `REGISTRY`, naming the known ones.
   """
