@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from amdarts import checkpoint as ckpt_lib
@@ -125,8 +126,12 @@ def test_resume_after_sigkill(reference_run, tmp_path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   ckpt_dir = os.path.join(workdir, 'checkpoints')
   deadline = time.time() + 600
+  # Kill once a first checkpoint is complete: a step folder appears before orbax
+  # marks it finished, and a kill in between leaves nothing to resume (seen under load).
   while time.time() < deadline and proc.poll() is None:
-    if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+    if os.path.isdir(ckpt_dir) and any(
+        d.isdigit() and ocp.utils.is_checkpoint_finalized(os.path.join(ckpt_dir, d))
+        for d in os.listdir(ckpt_dir)):
       break
     time.sleep(0.05)
   assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
