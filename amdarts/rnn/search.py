@@ -84,8 +84,12 @@ def init_state(hp: hparams.SearchHParams, model: model_lib.RNNModel, seed: int) 
   return SearchState(
       step=jnp.zeros((), jnp.int32), params=params,
       model_state=model_lib.init_state(model, hp.batch_size, STREAMS), alpha=alpha,
-      opt_state=optim.sgd(weight_decay=hp.reg.wd, grad_clip=hp.grad_clip).init(params),
+      opt_state=_weight_tx(hp).init(params),
       alpha_opt_state=_alpha_optimizer(hp).init(alpha), rng=k_run, sums=_epoch_sums())
+
+
+def _weight_tx(hp: hparams.SearchHParams) -> optax.GradientTransformation:
+  return optim.sgd(weight_decay=hp.reg.wd, grad_clip=hp.grad_clip)  # Plain SGD, as DARTS.
 
 
 def _alpha_optimizer(hp: hparams.SearchHParams) -> optax.GradientTransformation:
@@ -95,7 +99,7 @@ def _alpha_optimizer(hp: hparams.SearchHParams) -> optax.GradientTransformation:
 def make_search_step(hp: hparams.SearchHParams, model: model_lib.RNNModel):
   """`search_step(state, (train_chunk, val_chunk)) -> (state, metrics)`, not yet jitted."""
   estimator = config_lib.make_estimator(hp, weight_decay=hp.reg.wd)
-  w_tx = optim.sgd(weight_decay=hp.reg.wd, grad_clip=hp.grad_clip)
+  w_tx = _weight_tx(hp)
   a_tx = _alpha_optimizer(hp)
 
   def search_step(state: SearchState, chunks):
