@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-DEPTHWISE_IMPLS = ('native', 'shifted')
+DEPTHWISE_IMPLS = ('native', 'shifted', 'prim')
 
 # PyTorch's kaiming_uniform_(a=√5) default for conv and linear weights.
 torch_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
@@ -100,6 +100,10 @@ class DepthwiseConv(nn.Module):
           x_BxHxWxC, kernel, (self.stride, self.stride), _pad(self.padding),
           rhs_dilation=(self.dilation, self.dilation),
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
+    if self.impl == 'prim':
+      from amdarts import depthwise
+      return depthwise.depthwise_conv(x_BxHxWxC, kernel[:, :, 0, :], self.stride, self.padding,
+                                      self.dilation)
     if self.impl != 'shifted':
       raise ValueError(f'depthwise impl must be one of {DEPTHWISE_IMPLS}, got {self.impl!r}')
     p, s, d = self.padding, self.stride, self.dilation

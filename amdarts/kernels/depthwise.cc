@@ -1,0 +1,285 @@
+// Depthwise 2-D convolution kernels for XLA:CPU (forward, input gradient, kernel
+// gradient), called through the XLA FFI from amdarts/depthwise.py.
+//
+// Layouts (row-major): x [Lx, B, H, W, C], kernel [Lk, K, K, C], y [L, B, Ho, Wo, C].
+// The leading "edge" axis L batches independent convolutions (the super-net runs
+// the edges of a cell as one call); Lx and Lk are 1 or L, a size-1 axis being shared
+// by every edge. Padding is explicit and symmetric (PyTorch semantics):
+//   y[l, b, ho, wo, c] = sum_{i, j} x[l, b, ho*s - p + i*d, wo*s - p + j*d, c] * k[l, i, j, c]
+// with out-of-range x reading as zero. The three kernels are the three bilinear maps
+// of that one trilinear form, so every derivative order maps onto them.
+//
+// Work is split over (edge, image) pairs on XLA's intra-op thread pool; the caller
+// thread takes chunks too and only waits for chunks already started elsewhere, so
+// a busy pool can never deadlock it.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+struct Geometry {
+  int64_t L, Lx, Lk, B, H, W, C, K, Ho, Wo, s, p, d;
+};
+
+// Runs fn(i) for i in [0, n) on the pool and the calling thread.
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, const std::function<void(int64_t)>& fn) {
+  int64_t threads = std::min<int64_t>(n, std::max<int64_t>(1, pool.num_threads()));
+  if (threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  struct State {
+    std::atomic<int64_t> next{0}, done{0};
+    int64_t n;
+    std::function<void(int64_t)> fn;
+  };
+  auto state = std::make_shared<State>();
+  state->n = n;
+  state->fn = fn;
+  auto work = [state]() {
+    for (int64_t i; (i = state->next.fetch_add(1)) < state->n;) {
+      state->fn(i);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 1; t < threads; ++t) pool.Schedule(decltype(work)(work));
+  work();
+  while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+// Range of output columns wo whose input column wo*s - p + j*d lies in [0, W).
+inline void ValidColumns(const Geometry& g, int64_t j, int64_t* lo, int64_t* hi) {
+  const int64_t off = j * g.d - g.p;  // w = wo * s + off
+  *lo = off >= 0 ? 0 : (-off + g.s - 1) / g.s;
+  *hi = off > g.W - 1 ? 0 : std::min<int64_t>(g.Wo, (g.W - 1 - off) / g.s + 1);
+  if (*hi < *lo) *hi = *lo;
+}
+
+// One image: out[ho, wo, :] += in[ho*s - p + i*d, wo*s - p + j*d, :] * k[i, j, :].
+template <typename T>
+void ForwardImage(const Geometry& g, const T* __restrict__ in, const T* __restrict__ k,
+                  T* __restrict__ out) {
+  const int64_t C = g.C;
+  for (int64_t ho = 0; ho < g.Ho; ++ho) {
+    T* __restrict__ orow = out + ho * g.Wo * C;
+    for (int64_t i = 0; i < g.K; ++i) {
+      const int64_t h = ho * g.s - g.p + i * g.d;
+      if (h < 0 || h >= g.H) continue;
+      const T* __restrict__ irow = in + h * g.W * C;
+      for (int64_t j = 0; j < g.K; ++j) {
+        int64_t lo, hi;
+        ValidColumns(g, j, &lo, &hi);
+        const T* __restrict__ kk = k + (i * g.K + j) * C;
+        const int64_t off = j * g.d - g.p;
+        for (int64_t wo = lo; wo < hi; ++wo) {
+          T* __restrict__ o = orow + wo * C;
+          const T* __restrict__ x = irow + (wo * g.s + off) * C;
+          for (int64_t c = 0; c < C; ++c) o[c] += x[c] * kk[c];
+        }
+      }
+    }
+  }
+}
+
+// One image of the transpose: dx[ho*s - p + i*d, wo*s - p + j*d, :] += dy[ho, wo, :] * k.
+template <typename T>
+void InputGradImage(const Geometry& g, const T* __restrict__ dy, const T* __restrict__ k,
+                    T* __restrict__ dx) {
+  const int64_t C = g.C;
+  for (int64_t ho = 0; ho < g.Ho; ++ho) {
+    const T* __restrict__ grow = dy + ho * g.Wo * C;
+    for (int64_t i = 0; i < g.K; ++i) {
+      const int64_t h = ho * g.s - g.p + i * g.d;
+      if (h < 0 || h >= g.H) continue;
+      T* __restrict__ xrow = dx + h * g.W * C;
+      for (int64_t j = 0; j < g.K; ++j) {
+        int64_t lo, hi;
+        ValidColumns(g, j, &lo, &hi);
+        const T* __restrict__ kk = k + (i * g.K + j) * C;
+        const int64_t off = j * g.d - g.p;
+        for (int64_t wo = lo; wo < hi; ++wo) {
+          T* __restrict__ o = xrow + (wo * g.s + off) * C;
+          const T* __restrict__ d = grow + wo * C;
+          for (int64_t c = 0; c < C; ++c) o[c] += d[c] * kk[c];
+        }
+      }
+    }
+  }
+}
+
+// One image of the kernel gradient: acc[i, j, :] += x[h, w, :] * dy[ho, wo, :]. The
+// tap loops are innermost so consecutive updates go to different accumulators
+// (no serial dependency through one accumulator).
+template <typename T>
+void KernelGradImage(const Geometry& g, const T* __restrict__ x, const T* __restrict__ dy,
+                     T* __restrict__ acc) {
+  const int64_t C = g.C;
+  for (int64_t ho = 0; ho < g.Ho; ++ho) {
+    for (int64_t wo = 0; wo < g.Wo; ++wo) {
+      const T* __restrict__ d = dy + (ho * g.Wo + wo) * C;
+      for (int64_t i = 0; i < g.K; ++i) {
+        const int64_t h = ho * g.s - g.p + i * g.d;
+        if (h < 0 || h >= g.H) continue;
+        const T* __restrict__ xrow = x + h * g.W * C;
+        for (int64_t j = 0; j < g.K; ++j) {
+          const int64_t w = wo * g.s - g.p + j * g.d;
+          if (w < 0 || w >= g.W) continue;
+          const T* __restrict__ xi = xrow + w * C;
+          T* __restrict__ a = acc + (i * g.K + j) * C;
+          for (int64_t c = 0; c < C; ++c) a[c] += xi[c] * d[c];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void Forward(ffi::ThreadPool& pool, const Geometry& g, const T* x, const T* k, T* y) {
+  const int64_t in_size = g.H * g.W * g.C, out_size = g.Ho * g.Wo * g.C;
+  ParallelFor(pool, g.L * g.B, [&](int64_t lb) {
+    const int64_t l = lb / g.B, b = lb % g.B;
+    T* out = y + lb * out_size;
+    std::memset(out, 0, sizeof(T) * out_size);
+    ForwardImage(g, x + ((g.Lx == 1 ? 0 : l) * g.B + b) * in_size,
+                 k + (g.Lk == 1 ? 0 : l) * g.K * g.K * g.C, out);
+  });
+}
+
+// dx[lx, b] sums the transposes of every edge l that reads x[lx] (all edges when
+// the input is shared).
+template <typename T>
+void InputGrad(ffi::ThreadPool& pool, const Geometry& g, const T* dy, const T* k, T* dx) {
+  const int64_t in_size = g.H * g.W * g.C, out_size = g.Ho * g.Wo * g.C;
+  const int64_t edges_per_x = g.Lx == 1 ? g.L : 1;
+  ParallelFor(pool, g.Lx * g.B, [&](int64_t xb) {
+    const int64_t lx = xb / g.B, b = xb % g.B;
+    T* out = dx + xb * in_size;
+    std::memset(out, 0, sizeof(T) * in_size);
+    for (int64_t e = 0; e < edges_per_x; ++e) {
+      const int64_t l = g.Lx == 1 ? e : lx;
+      InputGradImage(g, dy + (l * g.B + b) * out_size,
+                     k + (g.Lk == 1 ? 0 : l) * g.K * g.K * g.C, out);
+    }
+  });
+}
+
+// dk[lk] sums over the edges of lk and all images; every (edge, image) pair
+// accumulates into its own slot first, so threads never share an accumulator.
+template <typename T>
+void KernelGrad(ffi::ThreadPool& pool, const Geometry& g, const T* x, const T* dy, T* dk) {
+  const int64_t in_size = g.H * g.W * g.C, out_size = g.Ho * g.Wo * g.C;
+  const int64_t kkc = g.K * g.K * g.C;
+  std::vector<T> partial(static_cast<size_t>(g.L * g.B * kkc), T(0));
+  ParallelFor(pool, g.L * g.B, [&](int64_t lb) {
+    const int64_t l = lb / g.B, b = lb % g.B;
+    KernelGradImage(g, x + ((g.Lx == 1 ? 0 : l) * g.B + b) * in_size, dy + lb * out_size,
+                    partial.data() + lb * kkc);
+  });
+  std::memset(dk, 0, sizeof(T) * g.Lk * kkc);
+  for (int64_t lb = 0; lb < g.L * g.B; ++lb) {
+    T* __restrict__ out = dk + (g.Lk == 1 ? 0 : lb / g.B) * kkc;
+    const T* __restrict__ a = partial.data() + lb * kkc;
+    for (int64_t t = 0; t < kkc; ++t) out[t] += a[t];
+  }
+}
+
+// Reads the geometry from the 5-D x / 5-D y / 4-D kernel dimensions.
+Geometry MakeGeometry(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimensions kd,
+                      ffi::AnyBuffer::Dimensions yd, int64_t s, int64_t p, int64_t d) {
+  Geometry g;
+  g.Lx = xd[0]; g.B = xd[1]; g.H = xd[2]; g.W = xd[3]; g.C = xd[4];
+  g.Lk = kd[0]; g.K = kd[1];
+  g.L = yd[0]; g.Ho = yd[2]; g.Wo = yd[3];
+  g.s = s; g.p = p; g.d = d;
+  return g;
+}
+
+ffi::Error Check(const Geometry& g, ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimensions kd,
+                 ffi::AnyBuffer::Dimensions yd) {
+  if (xd.size() != 5 || kd.size() != 4 || yd.size() != 5)
+    return ffi::Error::InvalidArgument("depthwise: expected ranks 5 (x), 4 (kernel), 5 (y)");
+  if ((g.Lx != 1 && g.Lx != g.L) || (g.Lk != 1 && g.Lk != g.L) || kd[2] != g.K ||
+      kd[3] != g.C || yd[1] != g.B || yd[4] != g.C)
+    return ffi::Error::InvalidArgument("depthwise: inconsistent shapes");
+  if (g.Ho != (g.H + 2 * g.p - g.d * (g.K - 1) - 1) / g.s + 1 ||
+      g.Wo != (g.W + 2 * g.p - g.d * (g.K - 1) - 1) / g.s + 1)
+    return ffi::Error::InvalidArgument("depthwise: output size does not match the geometry");
+  return ffi::Error::Success();
+}
+
+
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer k,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t padding,
+                       int64_t dilation) {
+  Geometry g = MakeGeometry(x.dimensions(), k.dimensions(), y->dimensions(), stride, padding,
+                            dilation);
+  if (auto e = Check(g, x.dimensions(), k.dimensions(), y->dimensions()); e.failure()) return e;
+  if (x.element_type() == ffi::DataType::F32) {
+    Forward(pool, g, x.typed_data<float>(), k.typed_data<float>(), y->typed_data<float>());
+  } else if (x.element_type() == ffi::DataType::F64) {
+    Forward(pool, g, x.typed_data<double>(), k.typed_data<double>(), y->typed_data<double>());
+  } else {
+    return ffi::Error::InvalidArgument("depthwise: float32 or float64 only");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error InputGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer dy, ffi::AnyBuffer k,
+                         ffi::Result<ffi::AnyBuffer> dx, int64_t stride, int64_t padding,
+                         int64_t dilation) {
+  Geometry g = MakeGeometry(dx->dimensions(), k.dimensions(), dy.dimensions(), stride, padding,
+                            dilation);
+  if (auto e = Check(g, dx->dimensions(), k.dimensions(), dy.dimensions()); e.failure()) return e;
+  if (dy.element_type() == ffi::DataType::F32) {
+    InputGrad(pool, g, dy.typed_data<float>(), k.typed_data<float>(), dx->typed_data<float>());
+  } else if (dy.element_type() == ffi::DataType::F64) {
+    InputGrad(pool, g, dy.typed_data<double>(), k.typed_data<double>(), dx->typed_data<double>());
+  } else {
+    return ffi::Error::InvalidArgument("depthwise: float32 or float64 only");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                          ffi::Result<ffi::AnyBuffer> dk, int64_t stride, int64_t padding,
+                          int64_t dilation) {
+  Geometry g = MakeGeometry(x.dimensions(), dk->dimensions(), dy.dimensions(), stride, padding,
+                            dilation);
+  if (auto e = Check(g, x.dimensions(), dk->dimensions(), dy.dimensions()); e.failure()) return e;
+  if (x.element_type() == ffi::DataType::F32) {
+    KernelGrad(pool, g, x.typed_data<float>(), dy.typed_data<float>(), dk->typed_data<float>());
+  } else if (x.element_type() == ffi::DataType::F64) {
+    KernelGrad(pool, g, x.typed_data<double>(), dy.typed_data<double>(), dk->typed_data<double>());
+  } else {
+    return ffi::Error::InvalidArgument("depthwise: float32 or float64 only");
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define AMDARTS_BIND(NAME, IMPL)                                              \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, IMPL,                                   \
+                                ffi::Ffi::Bind()                              \
+                                    .Ctx<ffi::ThreadPool>()                   \
+                                    .Arg<ffi::AnyBuffer>()                    \
+                                    .Arg<ffi::AnyBuffer>()                    \
+                                    .Ret<ffi::AnyBuffer>()                    \
+                                    .Attr<int64_t>("stride")                  \
+                                    .Attr<int64_t>("padding")                 \
+                                    .Attr<int64_t>("dilation"));
+
+AMDARTS_BIND(AmdartsDepthwiseForward, ForwardImpl)
+AMDARTS_BIND(AmdartsDepthwiseInputGrad, InputGradImpl)
+AMDARTS_BIND(AmdartsDepthwiseKernelGrad, KernelGradImpl)
