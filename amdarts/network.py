@@ -142,7 +142,7 @@ class Cell(nn.Module):
   genotype: genotypes.CellGenotype
   c: int
   reduction_prev: bool
-  depthwise: str = 'native'
+  depthwise: str = 'auto'
 
   @nn.compact
   def __call__(self, s0, s1, train: bool, drop_path_rate=0.0):
@@ -222,7 +222,7 @@ class NetworkModule(nn.Module):
   num_classes: int = 10
   auxiliary: bool = False
   stem_multiplier: int = 3
-  depthwise: str = 'native'
+  depthwise: str = 'auto'
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool, drop_path_rate=0.0):
@@ -263,7 +263,7 @@ class Network:
   def create(cls, genotype: genotypes.AnyGenotype, *, kind: str = 'cifar',
              num_cells: int | None = None, c: int = 36, num_classes: int = 10,
              auxiliary: bool = False, stem_multiplier: int = 3,
-             depthwise: str = 'native') -> 'Network':
+             depthwise: str = 'auto') -> 'Network':
     """Builds the network of `genotype`.
 
     Args:

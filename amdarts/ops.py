@@ -17,9 +17,14 @@ PyTorch (XLA's 'SAME' pads asymmetrically at stride 2). Batch norm uses PyTorch'
 momentum 0.1 (flax momentum 0.9) and eps 1e-5; `affine=False` inside search cells.
 Convolutions carry no bias and use PyTorch's default init, U(±1/√fan_in).
 
-Depthwise convolutions can run as XLA's grouped convolution (`native`, right on GPU)
-or as a sum of k² shifted element-wise products (`shifted`, much faster on XLA:CPU);
-both share the same kernel layout, so parameters are interchangeable.
+Depthwise convolutions and pooling run as the primitives of `amdarts.primitives`
+(`auto`: compact first- and higher-order derivatives; CPU kernels on XLA:CPU, XLA's
+grouped convolution on GPU). `native` (XLA's grouped convolution, differentiated by
+JAX) and `shifted` (a sum of k² shifted products) are the reference formulations the
+tests compare against; all three share one kernel layout, so parameters carry over.
+
+Batch norm is PyTorch's: normalise with the biased batch variance, update the
+running variance with the unbiased one (n/(n−1)), momentum 0.1, eps 1e-5.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-DEPTHWISE_IMPLS = ('native', 'shifted', 'prim')
+from amdarts import primitives
+
+DEPTHWISE_IMPLS = ('auto', 'native', 'shifted')
 
 # PyTorch's kaiming_uniform_(a=√5) default for conv and linear weights.
 torch_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
@@ -42,10 +49,46 @@ def _pad(p: int):
   return ((p, p), (p, p))
 
 
-def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
-  return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5,
-      use_bias=affine, use_scale=affine, name=name)
+class BatchNorm(nn.Module):
+  """torch.nn.BatchNorm2d over the last axis, as a pure function of its statistics.
+
+  Training normalises with the batch mean and the biased batch variance and moves
+  the running statistics by `momentum` towards the batch mean and the *unbiased*
+  variance (n/(n−1)), as PyTorch does; evaluation uses the running statistics.
+  Statistics and the affine scale/bias live in the input's dtype.
+  """
+
+  use_running_average: bool
+  affine: bool = True
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    c, dtype = x.shape[-1], x.dtype
+    mean_var = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), dtype))
+    var_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), dtype))
+    if self.use_running_average:
+      mean, var = mean_var.value, var_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axes)
+      var = jnp.mean(jnp.square(x - mean), axes)
+      if not self.is_initializing():
+        n = x.size // c
+        m = self.momentum
+        unbiased = var * (n / max(n - 1, 1))
+        mean_var.value = (1 - m) * mean_var.value + m * jax.lax.stop_gradient(mean)
+        var_var.value = (1 - m) * var_var.value + m * jax.lax.stop_gradient(unbiased)
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+    if self.affine:
+      y = y * self.param('scale', nn.initializers.ones, (c,), dtype)
+      y = y + self.param('bias', nn.initializers.zeros, (c,), dtype)
+    return y
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None) -> BatchNorm:
+  return BatchNorm(use_running_average=not train, affine=affine, name=name)
 
 
 class Conv(nn.Module):
@@ -89,21 +132,20 @@ class DepthwiseConv(nn.Module):
   stride: int = 1
   padding: int = 0
   dilation: int = 1
-  impl: str = 'native'
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x_BxHxWxC):
     c = x_BxHxWxC.shape[-1]
     kernel = self.param('kernel', torch_init, (self.k, self.k, 1, c))
+    if self.impl == 'auto':
+      return primitives.depthwise_conv(x_BxHxWxC, kernel[:, :, 0, :], self.stride,
+                                       self.padding, self.dilation)
     if self.impl == 'native':
       return jax.lax.conv_general_dilated(
           x_BxHxWxC, kernel, (self.stride, self.stride), _pad(self.padding),
           rhs_dilation=(self.dilation, self.dilation),
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
-    if self.impl == 'prim':
-      from amdarts import depthwise
-      return depthwise.depthwise_conv(x_BxHxWxC, kernel[:, :, 0, :], self.stride, self.padding,
-                                      self.dilation)
     if self.impl != 'shifted':
       raise ValueError(f'depthwise impl must be one of {DEPTHWISE_IMPLS}, got {self.impl!r}')
     p, s, d = self.padding, self.stride, self.dilation
@@ -141,7 +183,7 @@ class DilConv(nn.Module):
   padding: int
   dilation: int
   affine: bool = True
-  depthwise: str = 'native'
+  depthwise: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -159,7 +201,7 @@ class SepConv(nn.Module):
   stride: int
   padding: int
   affine: bool = True
-  depthwise: str = 'native'
+  depthwise: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -221,9 +263,8 @@ class Pool(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    pool = nn.max_pool if self.kind == 'max' else functools.partial(
-        nn.avg_pool, count_include_pad=False)
-    y = pool(x, (3, 3), strides=(self.stride, self.stride), padding=_pad(1))
+    pool = primitives.max_pool_3x3 if self.kind == 'max' else primitives.avg_pool_3x3
+    y = pool(x, self.stride)
     return batch_norm(train, affine=False, name='bn')(y) if self.bn else y
 
 

@@ -178,7 +178,7 @@ class SuperNetModule(nn.Module):
   c: int = 16
   num_classes: int = 10
   stem_multiplier: int = 3
-  depthwise: str = 'native'
+  depthwise: str = 'auto'
   drop_path: float = 0.0
   auxiliary: bool = False
 
@@ -211,7 +211,7 @@ class SuperNet:
 
   @classmethod
   def create(cls, spec: spaces.SpaceSpec, **kwargs) -> 'SuperNet':
-    if kwargs.get('depthwise', 'native') not in ops_lib.DEPTHWISE_IMPLS:
+    if kwargs.get('depthwise', 'auto') not in ops_lib.DEPTHWISE_IMPLS:
       raise ValueError(f"depthwise must be one of {ops_lib.DEPTHWISE_IMPLS}, got "
                        f"{kwargs['depthwise']!r}")
     return cls(SuperNetModule(spec, **kwargs))

@@ -25,7 +25,6 @@ def get_config():
   c.search.epochs = 3
   c.search.batch_size = 32
   c.search.eval_batches = 8
-  c.model.depthwise = 'shifted'
   c.log_every_steps = 5
   c.checkpoint_every_steps = 25
   return c

@@ -17,7 +17,6 @@ def get_config():
   c.search.c = 4
   c.search.epochs = 2
   c.search.batch_size = 8
-  c.model.depthwise = 'shifted'
   c.log_every_steps = 1
   c.checkpoint_every_steps = 2
   return c

@@ -1,5 +1,7 @@
-// Depthwise 2-D convolution kernels for XLA:CPU (forward, input gradient, kernel
-// gradient), called through the XLA FFI from amdarts/depthwise.py.
+// CPU kernels for the super-net's hot ops, called through the XLA FFI from
+// amdarts/primitives.py: depthwise 2-D convolution (forward, input gradient, kernel
+// gradient) and 3x3 max pooling (forward, the gather of a tangent at each window's
+// argmax, and its transpose, the scatter).
 //
 // Layouts (row-major): x [Lx, B, H, W, C], kernel [Lk, K, K, C], y [L, B, Ho, Wo, C].
 // The leading "edge" axis L batches independent convolutions (the super-net runs
@@ -267,6 +269,134 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer
   return ffi::Error::Success();
 }
 
+
+// ------------------------------------------------------------------ 3x3 max pooling
+// x [L, B, H, W, C] -> y [L, B, Ho, Wo, C], window 3, padding 1 (padding never wins:
+// every window holds at least one input), stride s. The argmax of a window is its
+// first maximum in row-major order, as PyTorch's; NaN propagates as a maximum.
+
+struct PoolGeometry {
+  int64_t N, H, W, C, Ho, Wo, s;  // N = L * B images.
+};
+
+// Offset (h * W + w) of the argmax of the window of output (ho, wo), channel c.
+template <typename T>
+inline int64_t ArgMax(const PoolGeometry& g, const T* __restrict__ img, int64_t ho, int64_t wo,
+                      int64_t c) {
+  int64_t best = -1;
+  T v = T(0);
+  for (int64_t i = 0; i < 3; ++i) {
+    const int64_t h = ho * g.s - 1 + i;
+    if (h < 0 || h >= g.H) continue;
+    for (int64_t j = 0; j < 3; ++j) {
+      const int64_t w = wo * g.s - 1 + j;
+      if (w < 0 || w >= g.W) continue;
+      const T x = img[(h * g.W + w) * g.C + c];
+      if (best < 0 || x > v || (x != x && v == v)) {
+        best = h * g.W + w;
+        v = x;
+      }
+    }
+  }
+  return best;
+}
+
+template <typename T>
+void MaxPoolForward(ffi::ThreadPool& pool, const PoolGeometry& g, const T* x, T* y) {
+  ParallelFor(pool, g.N, [&](int64_t n) {
+    const T* __restrict__ img = x + n * g.H * g.W * g.C;
+    T* __restrict__ out = y + n * g.Ho * g.Wo * g.C;
+    for (int64_t ho = 0; ho < g.Ho; ++ho)
+      for (int64_t wo = 0; wo < g.Wo; ++wo)
+        for (int64_t c = 0; c < g.C; ++c)
+          out[(ho * g.Wo + wo) * g.C + c] = img[ArgMax(g, img, ho, wo, c) * g.C + c];
+  });
+}
+
+// out[ho, wo, c] = t[argmax(x window), c]: the pool's Jacobian applied to t.
+template <typename T>
+void MaxPoolGather(ffi::ThreadPool& pool, const PoolGeometry& g, const T* t, const T* x, T* y) {
+  ParallelFor(pool, g.N, [&](int64_t n) {
+    const T* __restrict__ img = x + n * g.H * g.W * g.C;
+    const T* __restrict__ tan = t + n * g.H * g.W * g.C;
+    T* __restrict__ out = y + n * g.Ho * g.Wo * g.C;
+    for (int64_t ho = 0; ho < g.Ho; ++ho)
+      for (int64_t wo = 0; wo < g.Wo; ++wo)
+        for (int64_t c = 0; c < g.C; ++c)
+          out[(ho * g.Wo + wo) * g.C + c] = tan[ArgMax(g, img, ho, wo, c) * g.C + c];
+  });
+}
+
+// dx[argmax(window), c] += ct[ho, wo, c]: the transpose of the gather.
+template <typename T>
+void MaxPoolScatter(ffi::ThreadPool& pool, const PoolGeometry& g, const T* ct, const T* x,
+                    T* dx) {
+  ParallelFor(pool, g.N, [&](int64_t n) {
+    const T* __restrict__ img = x + n * g.H * g.W * g.C;
+    const T* __restrict__ cot = ct + n * g.Ho * g.Wo * g.C;
+    T* __restrict__ out = dx + n * g.H * g.W * g.C;
+    std::memset(out, 0, sizeof(T) * g.H * g.W * g.C);
+    for (int64_t ho = 0; ho < g.Ho; ++ho)
+      for (int64_t wo = 0; wo < g.Wo; ++wo)
+        for (int64_t c = 0; c < g.C; ++c)
+          out[ArgMax(g, img, ho, wo, c) * g.C + c] += cot[(ho * g.Wo + wo) * g.C + c];
+  });
+}
+
+PoolGeometry MakePoolGeometry(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimensions yd,
+                              int64_t stride) {
+  return PoolGeometry{xd[0] * xd[1], xd[2], xd[3], xd[4], yd[2], yd[3], stride};
+}
+
+ffi::Error CheckPool(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimensions yd,
+                     int64_t stride) {
+  if (xd.size() != 5 || yd.size() != 5 || xd[0] != yd[0] || xd[1] != yd[1] || xd[4] != yd[4] ||
+      yd[2] != (xd[2] - 1) / stride + 1 || yd[3] != (xd[3] - 1) / stride + 1)
+    return ffi::Error::InvalidArgument("max_pool: inconsistent shapes");
+  return ffi::Error::Success();
+}
+
+#define AMDARTS_TYPED(DTYPE, CALL_F32, CALL_F64)                                 \
+  if ((DTYPE) == ffi::DataType::F32) {                                          \
+    CALL_F32;                                                                    \
+  } else if ((DTYPE) == ffi::DataType::F64) {                                   \
+    CALL_F64;                                                                    \
+  } else {                                                                       \
+    return ffi::Error::InvalidArgument("amdarts kernels: float32 or float64 only"); \
+  }                                                                              \
+  return ffi::Error::Success();
+
+ffi::Error MaxPoolForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
+                              ffi::Result<ffi::AnyBuffer> y, int64_t stride) {
+  if (auto e = CheckPool(x.dimensions(), y->dimensions(), stride); e.failure()) return e;
+  PoolGeometry g = MakePoolGeometry(x.dimensions(), y->dimensions(), stride);
+  AMDARTS_TYPED(x.element_type(),
+                MaxPoolForward(pool, g, x.typed_data<float>(), y->typed_data<float>()),
+                MaxPoolForward(pool, g, x.typed_data<double>(), y->typed_data<double>()))
+}
+
+ffi::Error MaxPoolGatherImpl(ffi::ThreadPool pool, ffi::AnyBuffer t, ffi::AnyBuffer x,
+                             ffi::Result<ffi::AnyBuffer> y, int64_t stride) {
+  if (auto e = CheckPool(x.dimensions(), y->dimensions(), stride); e.failure()) return e;
+  PoolGeometry g = MakePoolGeometry(x.dimensions(), y->dimensions(), stride);
+  AMDARTS_TYPED(x.element_type(),
+                MaxPoolGather(pool, g, t.typed_data<float>(), x.typed_data<float>(),
+                              y->typed_data<float>()),
+                MaxPoolGather(pool, g, t.typed_data<double>(), x.typed_data<double>(),
+                              y->typed_data<double>()))
+}
+
+ffi::Error MaxPoolScatterImpl(ffi::ThreadPool pool, ffi::AnyBuffer ct, ffi::AnyBuffer x,
+                              ffi::Result<ffi::AnyBuffer> dx, int64_t stride) {
+  if (auto e = CheckPool(x.dimensions(), ct.dimensions(), stride); e.failure()) return e;
+  PoolGeometry g = MakePoolGeometry(x.dimensions(), ct.dimensions(), stride);
+  AMDARTS_TYPED(x.element_type(),
+                MaxPoolScatter(pool, g, ct.typed_data<float>(), x.typed_data<float>(),
+                               dx->typed_data<float>()),
+                MaxPoolScatter(pool, g, ct.typed_data<double>(), x.typed_data<double>(),
+                               dx->typed_data<double>()))
+}
+
 }  // namespace
 
 #define AMDARTS_BIND(NAME, IMPL)                                              \
@@ -283,3 +413,24 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer
 AMDARTS_BIND(AmdartsDepthwiseForward, ForwardImpl)
 AMDARTS_BIND(AmdartsDepthwiseInputGrad, InputGradImpl)
 AMDARTS_BIND(AmdartsDepthwiseKernelGrad, KernelGradImpl)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AmdartsMaxPoolForward, MaxPoolForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("stride"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AmdartsMaxPoolGather, MaxPoolGatherImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("stride"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AmdartsMaxPoolScatter, MaxPoolScatterImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("stride"));

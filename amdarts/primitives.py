@@ -1,39 +1,37 @@
-"""Depthwise convolution as three bilinear primitives, closed under transposition.
+"""The super-net's hot ops as JAX primitives: depthwise convolution and 3×3 pooling.
 
     y = depthwise_conv(x_BxHxWxC, kernel_KxKxC, stride, padding, dilation)
+    y = max_pool_3x3(x_BxHxWxC, stride);  y = avg_pool_3x3(x_BxHxWxC, stride)
 
-computes, per channel c, y[b, ho, wo, c] = Σ_ij x[b, ho·s − p + i·d, wo·s − p + j·d, c]
-· k[i, j, c] with zeros outside x (PyTorch's explicit symmetric padding). Leading
-axes batch independent convolutions (the super-net's edges), broadcasting like
-numpy, so `nn.vmap` over edges stays one call.
+Depthwise convolution: per channel c, y[b, ho, wo, c] = Σ_ij x[b, ho·s − p + i·d,
+wo·s − p + j·d, c] · k[i, j, c] with zeros outside x (PyTorch's explicit symmetric
+padding). The map (x, k, g) ↦ ⟨dw(x, k), g⟩ is trilinear, and its three partial maps —
+the forward `dw(x, k)`, the input gradient `dx(g, k)` and the kernel gradient
+`dk(x, g)` — are each other's transposes, so three primitives related by
+`ad.defbilinear` give every order of forward and reverse mode (H·v, ∇²αω L·u, the
+unrolled DARTS step) through the same three compact operations. Autodiff of a
+k²-term sum of shifted products instead emits k² pads, slices and reductions per
+derivative: most of the super-net's graph, compile time and step time on XLA:CPU.
 
-Why primitives: the map (x, k, g) ↦ ⟨dw(x, k), g⟩ is trilinear, and its three partial
-maps — the forward `dw(x, k)`, the input gradient `dx(g, k)` and the kernel gradient
-`dk(x, g)` — are each other's transposes. Defining them as primitives with those
-transposes (`ad.defbilinear`) makes every order of forward and reverse mode (H·v,
-∇²αω L·u, the unrolled DARTS step) run through the same three compact operations.
-Autodiff of a k²-term shifted sum instead produces k² pads, slices and reductions per
-derivative, the bulk of the super-net's graph and of its step time on XLA:CPU.
+Max pooling (window 3, padding 1, PyTorch's first-maximum argmax): the forward, the
+gather of a tangent at each window's argmax (its Jacobian) and the scatter (the
+Jacobian's transpose) are primitives; the argmax has zero derivative, so these
+three close under differentiation too. Average pooling without the padding in its
+count is a depthwise convolution with a ones kernel divided by the window counts.
 
-Lowerings:
-  * CPU: hand-written loops (`kernels/depthwise.cc`, called through the XLA FFI),
-    compiled once per machine into a user cache directory. When no C++ compiler is
-    available, or with `AMDARTS_DEPTHWISE=xla`, a pure-XLA formulation (shifted
-    products) is used instead; both are tested against each other.
-  * GPU and other platforms: XLA's grouped convolution and its transposes.
+Leading axes batch independent ops (the super-net's edges) and broadcast like numpy,
+so `nn.vmap` over edges stays one call per op.
+
+Lowerings: on CPU the hand-written loops of `amdarts/kernels` through the XLA FFI
+(pure-XLA formulations when they cannot be built, or with AMDARTS_KERNELS=xla); on
+GPU and other platforms XLA's grouped convolution, reduce-window and their
+derivatives.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import os
-import subprocess
-import sys
-import sysconfig
-import tempfile
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -42,10 +40,7 @@ from jax import lax
 from jax.extend import core
 from jax.interpreters import ad, batching, mlir
 
-_SOURCE = os.path.join(os.path.dirname(__file__), 'kernels', 'depthwise.cc')
-_TARGETS = {'fwd': 'AmdartsDepthwiseForward', 'dx': 'AmdartsDepthwiseInputGrad',
-            'dk': 'AmdartsDepthwiseKernelGrad'}
-
+from amdarts import kernels
 
 def out_size(n: int, k: int, stride: int, padding: int, dilation: int) -> int:
   return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
@@ -154,56 +149,6 @@ def _native_dk(x, g, *, stride, padding, dilation, k_shape):
 # ------------------------------------------------------------------- the C++ kernels
 
 
-def _cache_dir() -> str:
-  root = os.environ.get('AMDARTS_CACHE_DIR') or os.path.join(
-      os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'amdarts')
-  return os.path.join(root, 'kernels')
-
-
-@functools.lru_cache(maxsize=None)
-def _native_library():
-  """Builds (once per source, jaxlib and machine) and registers the CPU kernels.
-
-  Returns:
-    True when the FFI targets are registered, False when they cannot be built (no
-    compiler, a failed build, or AMDARTS_DEPTHWISE=xla); then the XLA formulation
-    is used and a warning says why.
-  """
-  if os.environ.get('AMDARTS_DEPTHWISE', '') == 'xla':
-    return False
-  import ctypes
-
-  import jaxlib
-  include = os.path.join(os.path.dirname(jaxlib.__file__), 'include')
-  cxx = os.environ.get('CXX') or sysconfig.get_config_var('CXX') or 'c++'
-  cxx = cxx.split()[0]
-  flags = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w', f'-I{include}']
-  with open(_SOURCE, 'rb') as f:
-    key = hashlib.sha256(f.read() + ' '.join([cxx, *flags, jaxlib.__version__,
-                                               sys.platform]).encode()).hexdigest()[:16]
-  path = os.path.join(_cache_dir(), f'libamdarts_depthwise_{key}.so')
-  if not os.path.exists(path):
-    os.makedirs(_cache_dir(), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.so', dir=_cache_dir())
-    os.close(fd)
-    try:
-      subprocess.run([cxx, *flags, _SOURCE, '-o', tmp], check=True, capture_output=True,
-                     text=True, timeout=300)
-      os.replace(tmp, path)  # Atomic: concurrent builders never see half a file.
-    except (OSError, subprocess.SubprocessError) as e:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      detail = getattr(e, 'stderr', '') or str(e)
-      warnings.warn('amdarts: could not build the CPU depthwise kernels '
-                    f'({detail.strip().splitlines()[-1] if detail.strip() else e}); '
-                    'using the slower XLA formulation')
-      return False
-  lib = ctypes.cdll.LoadLibrary(path)
-  for name in _TARGETS.values():
-    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform='cpu')
-  return True
-
-
 def _flat_lead(a, n_minor, lead):
   """`a` as (L or 1, *minor) for the kernels; broadcasts a partially broadcast lead."""
   minor = a.shape[a.ndim - n_minor:]
@@ -225,7 +170,7 @@ def _ffi_fwd(x, k, *, stride, padding, dilation):
   n = k.shape[-2]
   out = (math.prod(lead), b, out_size(h, n, stride, padding, dilation),
          out_size(w, n, stride, padding, dilation), c)
-  y = jax.ffi.ffi_call(_TARGETS['fwd'], jax.ShapeDtypeStruct(out, x.dtype))(
+  y = jax.ffi.ffi_call('AmdartsDepthwiseForward', jax.ShapeDtypeStruct(out, x.dtype))(
       x5, k4, **_attrs(stride, padding, dilation))
   return y.reshape(lead + out[1:])
 
@@ -235,7 +180,7 @@ def _ffi_dx(g, k, *, stride, padding, dilation, x_shape):
   g5, k4 = _flat_lead(g, 4, lead), _flat_lead(k, 3, lead)
   own = tuple(x_shape[:-4])
   lx = 1 if math.prod(own) == 1 else math.prod(lead)
-  dx = jax.ffi.ffi_call(_TARGETS['dx'], jax.ShapeDtypeStruct((lx,) + tuple(x_shape[-4:]),
+  dx = jax.ffi.ffi_call('AmdartsDepthwiseInputGrad', jax.ShapeDtypeStruct((lx,) + tuple(x_shape[-4:]),
                                                              g.dtype))(
       g5, k4, **_attrs(stride, padding, dilation))
   if lx == 1 or own == lead:
@@ -248,7 +193,7 @@ def _ffi_dk(x, g, *, stride, padding, dilation, k_shape):
   x5, g5 = _flat_lead(x, 4, lead), _flat_lead(g, 4, lead)
   own = tuple(k_shape[:-3])
   lk = 1 if math.prod(own) == 1 else math.prod(lead)
-  dk = jax.ffi.ffi_call(_TARGETS['dk'], jax.ShapeDtypeStruct((lk,) + tuple(k_shape[-3:]),
+  dk = jax.ffi.ffi_call('AmdartsDepthwiseKernelGrad', jax.ShapeDtypeStruct((lk,) + tuple(k_shape[-3:]),
                                                              x.dtype))(
       x5, g5, **_attrs(stride, padding, dilation))
   if lk == 1 or own == lead:
@@ -281,7 +226,7 @@ _IMPLS = {dw_p: (_xla_fwd, _native_fwd, _ffi_fwd), dx_p: (_xla_dx, _native_dx, _
 
 def _cpu_lowering(xla_impl, ffi_impl):
   def lower(ctx, *args, **params):
-    impl = ffi_impl if _native_library() else xla_impl
+    impl = ffi_impl if kernels.available() else xla_impl
     return mlir.lower_fun(impl, multiple_results=False)(ctx, *args, **params)
   return lower
 
@@ -355,3 +300,143 @@ def depthwise_conv(x, kernel, stride: int = 1, padding: int = 0, dilation: int =
   kernel = kernel.reshape((1,) * max(nx - nk, 0) + kernel.shape)
   return dw_p.bind(x, kernel.astype(x.dtype), stride=int(stride), padding=int(padding),
                    dilation=int(dilation))
+
+
+# ------------------------------------------------------------------------ pooling
+
+
+def _pool_out(n: int, stride: int) -> int:
+  return (n - 1) // stride + 1  # Window 3, padding 1.
+
+
+def _xla_max_pool(x, stride):
+  nd = x.ndim
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1,) * (nd - 3) + (3, 3, 1),
+                           (1,) * (nd - 3) + (stride, stride, 1),
+                           [(0, 0)] * (nd - 3) + [(1, 1), (1, 1), (0, 0)])
+
+
+def _xla_pool_gather(t, x, *, stride):
+  return jax.jvp(lambda u: _xla_max_pool(u, stride), (x,), (t,))[1]
+
+
+def _xla_pool_scatter(ct, x, *, stride):
+  return jax.vjp(lambda u: _xla_max_pool(u, stride), x)[1](ct)[0]
+
+
+def _pool_ffi(target, out_like):
+  def impl(*args, stride):
+    x = args[-1]
+    lead = x.shape[:-4] if x.ndim > 4 else ()
+    flat = [a.reshape((math.prod(lead),) + a.shape[a.ndim - 4:]) if a.ndim > 4
+            else a[None] for a in args]
+    b, h, w, c = x.shape[-4:]
+    shape = ((math.prod(lead), b, _pool_out(h, stride), _pool_out(w, stride), c)
+             if out_like == 'y' else flat[-1].shape)
+    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, x.dtype))(
+        *flat, stride=np.int64(stride))
+    return out.reshape(tuple(lead) + shape[1:])
+  return impl
+
+
+max_pool_p = core.Primitive('amdarts_max_pool_3x3')
+pool_gather_p = core.Primitive('amdarts_max_pool_3x3_gather')
+pool_scatter_p = core.Primitive('amdarts_max_pool_3x3_scatter')
+
+
+def _pooled_aval(x, *, stride):
+  b, h, w, c = x.shape[-4:]
+  return jax.core.ShapedArray(x.shape[:-4] + (b, _pool_out(h, stride), _pool_out(w, stride), c),
+                              x.dtype)
+
+
+max_pool_p.def_abstract_eval(_pooled_aval)
+pool_gather_p.def_abstract_eval(lambda t, x, *, stride: _pooled_aval(x, stride=stride))
+pool_scatter_p.def_abstract_eval(lambda ct, x, *, stride: jax.core.ShapedArray(x.shape, x.dtype))
+
+for _prim, _xla, _target, _like in (
+    (max_pool_p, lambda x, *, stride: _xla_max_pool(x, stride), 'AmdartsMaxPoolForward', 'y'),
+    (pool_gather_p, _xla_pool_gather, 'AmdartsMaxPoolGather', 'y'),
+    (pool_scatter_p, _xla_pool_scatter, 'AmdartsMaxPoolScatter', 'x')):
+  _prim.def_impl(lambda *args, _p=_prim, **params: _jitted_bind(
+      _p, tuple(sorted(params.items())))(*args))
+  mlir.register_lowering(_prim, mlir.lower_fun(_xla, multiple_results=False))
+  mlir.register_lowering(_prim, _cpu_lowering(_xla, _pool_ffi(_target, _like)), platform='cpu')
+
+
+def _max_pool_jvp(primals, tangents, *, stride):
+  (x,), (t,) = primals, tangents
+  y = max_pool_p.bind(x, stride=stride)
+  if type(t) is ad.Zero:
+    return y, ad.Zero.from_primal_value(y)
+  return y, pool_gather_p.bind(t, x, stride=stride)
+
+
+def _linear_in_first(prim, transpose_prim):
+  """`prim(u, x)` is linear in u; x (the argmax selector) has zero derivative."""
+
+  def jvp(primals, tangents, **params):
+    (u, x), (du, _) = primals, tangents
+    out = prim.bind(u, x, **params)
+    if type(du) is ad.Zero:
+      return out, ad.Zero.from_primal_value(out)
+    return out, prim.bind(du, x, **params)
+
+  def transpose(ct, u, x, **params):
+    assert ad.is_undefined_primal(u) and not ad.is_undefined_primal(x)
+    if type(ct) is ad.Zero:
+      return ad.Zero(u.aval), None
+    return transpose_prim.bind(ct, x, **params), None
+
+  ad.primitive_jvps[prim] = jvp
+  ad.primitive_transposes[prim] = transpose
+
+
+ad.primitive_jvps[max_pool_p] = _max_pool_jvp
+_linear_in_first(pool_gather_p, pool_scatter_p)
+_linear_in_first(pool_scatter_p, pool_gather_p)
+
+
+def _pool_batching_rule(prim):
+  # Every operand gets the mapped axis in front (an unbatched one is broadcast: the
+  # kernels read one selector per tangent).
+  def rule(args, dims, **params):
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    args = [jnp.broadcast_to(a, (size,) + a.shape) if d is None else jnp.moveaxis(a, d, 0)
+            for a, d in zip(args, dims)]
+    return prim.bind(*args, **params), 0
+  batching.primitive_batchers[prim] = rule
+
+
+for _prim in (max_pool_p, pool_gather_p, pool_scatter_p):
+  _pool_batching_rule(_prim)
+
+
+def max_pool_3x3(x, stride: int = 1):
+  """3×3 max pooling, padding 1 (never selected), as torch.nn.MaxPool2d(3, stride, 1).
+
+  Args:
+    x: f[..., B, H, W, C].
+    stride: 1 or 2.
+
+  Returns:
+    f[..., B, (H − 1) // stride + 1, (W − 1) // stride + 1, C].
+  """
+  return max_pool_p.bind(x, stride=int(stride))
+
+
+def _window_counts(n: int, stride: int) -> np.ndarray:
+  start = np.arange(_pool_out(n, stride)) * stride - 1
+  return np.minimum(start + 3, n) - np.maximum(start, 0)
+
+
+def avg_pool_3x3(x, stride: int = 1):
+  """3×3 average pooling, padding 1 left out of the count (count_include_pad=False).
+
+  The sum is a depthwise convolution with a constant ones kernel; the counts are
+  constants of the input size, so nothing is evaluated at compile time.
+  """
+  h, w, c = x.shape[-3:]
+  inv = 1.0 / (_window_counts(h, stride)[:, None] * _window_counts(w, stride)[None, :])
+  total = depthwise_conv(x, jnp.ones((3, 3, c), x.dtype), stride, 1)
+  return total * jnp.asarray(inv[:, :, None], x.dtype)
