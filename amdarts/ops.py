@@ -299,11 +299,15 @@ class OpDef:
       (`genotypes.num_parametric`, the search curves). A stride-2 skip_connect
       carries 1×1 convolutions too, but is a skip, not a parametric op.
     colour: matplotlib colour of the op's edges in cell drawings.
+    weighted_at: the strides at which the op has weights. An op without weights at
+      a stride (a pool, identity, none) is the same function on every edge leaving
+      one state, so the super-net computes it once per state, not once per edge.
   """
 
   build: Callable[[OpArgs], nn.Module]
   parametric: bool
   colour: str
+  weighted_at: tuple[int, ...] = (1, 2)
 
 
 def _sep_conv(k: int) -> Callable[[OpArgs], nn.Module]:
@@ -325,12 +329,12 @@ def _skip(a: OpArgs) -> nn.Module:
 
 # Colours follow the paper's figures where they name one (skip red, sep_conv_3x3 blue).
 REGISTRY: dict[str, OpDef] = {
-    'none': OpDef(lambda a: Zero(a.stride, name=a.name), False, 'tab:gray'),
+    'none': OpDef(lambda a: Zero(a.stride, name=a.name), False, 'tab:gray', ()),
     'max_pool_3x3': OpDef(lambda a: Pool('max', a.stride, a.mixture, name=a.name), False,
-                          'tab:purple'),
+                          'tab:purple', ()),
     'avg_pool_3x3': OpDef(lambda a: Pool('avg', a.stride, a.mixture, name=a.name), False,
-                          'tab:orange'),
-    'skip_connect': OpDef(_skip, False, 'tab:red'),
+                          'tab:orange', ()),
+    'skip_connect': OpDef(_skip, False, 'tab:red', (2,)),
     'sep_conv_3x3': OpDef(_sep_conv(3), True, 'tab:blue'),
     'sep_conv_5x5': OpDef(_sep_conv(5), True, 'tab:cyan'),
     'sep_conv_7x7': OpDef(_sep_conv(7), True, 'tab:brown'),

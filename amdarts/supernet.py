@@ -115,11 +115,29 @@ def group_name(edges, group: tuple[int, ...]) -> str:
   return 'from_' + '_'.join(map(str, srcs))
 
 
-class SearchCell(nn.Module):
-  """One search cell; the edges of each of `edge_groups` run as one vmapped MixedOp.
+def _split_ops(ops: tuple[str, ...], stride: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(ops with weights at `stride`, weightless ops other than `none`), space order."""
+  weighted = tuple(o for o in ops if stride in ops_lib.lookup(o).weighted_at)
+  shared = tuple(o for o in ops if o != 'none' and o not in weighted)
+  return weighted, shared
 
-  Parameters of group `from_<sources>` are stacked along a leading axis over the
-  group's edges, in `spec.edges(key)` order.
+
+def shared_op_name(op: str, src: int) -> str:
+  """Module name of weightless op `op` applied to state `src` (one per state)."""
+  return f'{op}_from_{src}'
+
+
+class SearchCell(nn.Module):
+  """One search cell.
+
+  The edges of each of `edge_groups` run as one vmapped MixedOp over the ops with
+  weights (parameters stacked over the group's edges, in `spec.edges(key)` order,
+  under `from_<sources>`). Weightless ops — pools with their batch norm, identity —
+  are the same function on every edge leaving one state, so each runs once per
+  state (`<op>_from_<state>`) and enters every such edge's sum with that edge's
+  weight (and, with drop-path, the edge's own mask). A per-edge pool batch norm of
+  the reference sees the same batch as its siblings and so holds the same running
+  statistics; `edge_variables` rebuilds the reference's per-edge variables.
   """
 
   spec: spaces.SpaceSpec
@@ -135,40 +153,80 @@ class SearchCell(nn.Module):
     s0, s1 = ops_lib.Preprocess(self.c, self.reduction_prev, affine=False,
                                 name='preprocess')(s0, s1, train)
     edges = self.spec.edges(self.key)
+    ops = self.spec.ops
     w_ExO = jax.nn.softmax(arch['alpha'], axis=-1)
     coef_E = spaces.edge_coefficients(self.spec, arch['beta']) if self.spec.has_beta else None
     states = [s0, s1]
-    # Per node, its inputs' weighted sum from each group so far; a node is complete
-    # once the groups of all its sources have run.
+    # Per node, the terms of its sum so far; a node is complete once the groups of
+    # all its sources have run.
     parts = [[] for _ in range(self.spec.steps)]
 
     def complete_states(upto):
       while len(states) <= upto:
-        states.append(sum(parts[len(states) - 2][1:], parts[len(states) - 2][0]))
+        terms = parts[len(states) - 2]
+        states.append(sum(terms[1:], terms[0]))
+
+    def edge_scale(e):  # The edge's weight in its node's sum: 1, or eq. 16's c_e.
+      return 1.0 if coef_E is None else coef_E[e]
 
     for group in edge_groups(edges):
       srcs = [edges[e][0] for e in group]
-      nodes = sorted({edges[e][1] for e in group})
       complete_states(max(srcs))
       stride = 2 if self.reduction and srcs[0] < 2 else 1
-      args = (self.spec.ops, self.c, stride, self.depthwise, self.drop_path)
-      name = group_name(edges, group)
-      if len(set(srcs)) == 1:
-        y_ExBxHxWxC = SharedInputMixedOps(*args, name=name)(
-            states[srcs[0]], w_ExO[np.array(group)], train)
-      else:
-        y_ExBxHxWxC = EdgeMixedOps(*args, name=name)(
-            jnp.stack([states[s] for s in srcs]), w_ExO[np.array(group)], train)
-      # m[e, n] = the edge's weight in its target node's sum: 1, or eq. 16's c_e.
-      m_ExN = np.array([[float(edges[e][1] == n) for n in nodes] for e in group],
-                       np.float32)
-      if coef_E is not None:
-        m_ExN = coef_E[np.array(group)][:, None] * m_ExN
-      out_NxBxHxWxC = jnp.einsum('e...,en->n...', y_ExBxHxWxC, m_ExN)
-      for k, node in enumerate(nodes):
-        parts[node].append(out_NxBxHxWxC[k])
+      weighted, shared = _split_ops(ops, stride)
+      if weighted:
+        mixed = (SharedInputMixedOps if len(set(srcs)) == 1 else EdgeMixedOps)(
+            weighted, self.c, stride, self.depthwise, self.drop_path,
+            name=group_name(edges, group))
+        x = states[srcs[0]] if len(set(srcs)) == 1 else jnp.stack([states[s] for s in srcs])
+        cols = np.array([ops.index(o) for o in weighted])
+        y_ExBxHxWxC = mixed(x, w_ExO[np.array(group)][:, cols], train)
+        for k, e in enumerate(group):
+          parts[edges[e][1]].append(edge_scale(e) * y_ExBxHxWxC[k])
+      for src in sorted(set(srcs)):
+        for o in shared:
+          op = ops_lib.build(o, self.c, stride, affine=False, depthwise=self.depthwise,
+                             mixture=True, name=shared_op_name(o, src))
+          y = op(states[src], train)
+          droppable = train and self.drop_path > 0 and not isinstance(op, ops_lib.Identity)
+          for e in group:
+            if edges[e][0] != src:
+              continue
+            term = y if not droppable else ops_lib.drop_path(
+                y, self.drop_path, self.make_rng('drop_path'))
+            parts[edges[e][1]].append((edge_scale(e) * w_ExO[e, ops.index(o)]) * term)
     complete_states(self.spec.steps + 1)
     return jnp.concatenate(states[2:], axis=-1)
+
+
+def edge_variables(cell: SearchCell, variables: dict, e: int) -> dict:
+  """The variables of edge `e` of `cell` as one `MixedOp(cell.spec.ops, ...)` holds them.
+
+  Args:
+    cell: the search cell.
+    variables: its `{'params': ..., 'batch_stats': ...}`.
+    e: an index into `cell.spec.edges(cell.key)`.
+
+  Returns:
+    `{'params': ..., 'batch_stats': ...}` for `MixedOp(spec.ops, c, stride, ...)` on
+    that edge: its slice of the group's stacked weights, and the weightless ops'
+    statistics of its source state.
+  """
+  edges = cell.spec.edges(cell.key)
+  group = next(g for g in edge_groups(edges) if e in g)
+  src = edges[e][0]
+  stride = 2 if cell.reduction and src < 2 else 1
+  _, shared = _split_ops(cell.spec.ops, stride)
+  out = {}
+  for kind in ('params', 'batch_stats'):
+    tree = variables.get(kind, {})
+    edge = jax.tree.map(lambda a: a[group.index(e)], tree.get(group_name(edges, group), {}))
+    edge = dict(edge)
+    for o in shared:
+      if shared_op_name(o, src) in tree:
+        edge[o] = tree[shared_op_name(o, src)]
+    out[kind] = edge
+  return out
 
 
 class SuperNetModule(nn.Module):

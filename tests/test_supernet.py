@@ -267,7 +267,7 @@ def _per_edge_cell(cell, variables, s0, s1, arch, train):
   """Reference: the cell as one MixedOp per edge, applied in edge order, with each
   edge's parameters and BN statistics sliced out of the stacked groups.
 
-  Returns (output, {group: [per-edge updated batch_stats]}).
+  Returns (output, {edge: its updated batch_stats}).
   """
   spec, edges = cell.spec, cell.spec.edges(cell.key)
   params, stats = variables['params'], variables['batch_stats']
@@ -275,8 +275,6 @@ def _per_edge_cell(cell, variables, s0, s1, arch, train):
   (s0, s1), _ = pre.apply({'params': params['preprocess'],
                            'batch_stats': stats['preprocess']}, s0, s1, train,
                           mutable=['batch_stats'])
-  where = {e: (supernet.group_name(edges, g), i)
-           for g in supernet.edge_groups(edges) for i, e in enumerate(g)}
   w = jax.nn.softmax(arch['alpha'], -1)
   coef = (spaces.edge_coefficients(spec, arch['beta']) if spec.has_beta
           else jnp.ones(len(edges)))
@@ -286,13 +284,11 @@ def _per_edge_cell(cell, variables, s0, s1, arch, train):
     for e, (src, dst) in enumerate(edges):
       if dst != node:
         continue
-      name, i = where[e]
-      sub = jax.tree.map(lambda a: a[i], {'params': params.get(name, {}),
-                                          'batch_stats': stats.get(name, {})})
+      sub = supernet.edge_variables(cell, variables, e)
       stride = 2 if cell.reduction and src < 2 else 1
       op = supernet.MixedOp(spec.ops, cell.c, stride, cell.depthwise, 0.0)
       y, mutated = op.apply(sub, states[src], w[e], train, mutable=['batch_stats'])
-      new_stats.setdefault(name, {})[i] = mutated['batch_stats']
+      new_stats[e] = mutated['batch_stats']
       acc = acc + coef[e] * y
     states.append(acc)
   return jnp.concatenate(states[2:], -1), new_stats
@@ -324,10 +320,10 @@ def test_batched_cell_matches_per_edge_loop(space, edge_mode, reduction, depthwi
   (_, (out, stats)), g = jax.value_and_grad(batched, has_aux=True)(arch)
   (_, (want, want_stats)), g_want = jax.value_and_grad(looped, has_aux=True)(arch)
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
-  for name, per_edge in want_stats.items():
-    for i, tree in per_edge.items():
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6),
-                   stats[name], tree)
+  for e, tree in want_stats.items():
+    got = supernet.edge_variables(cell, {'batch_stats': stats}, e)['batch_stats']
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 got, tree)
   for k in arch:
     np.testing.assert_allclose(g[k], g_want[k], rtol=1e-4, atol=1e-5)
 
