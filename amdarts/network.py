@@ -96,13 +96,6 @@ def cell_layout(genotype: genotypes.AnyGenotype,
   return tuple(reduce if i in reductions else normal for i in range(num_cells))
 
 
-def _is_static_zero(rate) -> bool:
-  # A python number known to be 0 skips drop-path at trace time; a traced rate (the
-  # per-epoch schedule inside a jitted step) always takes the drop-path path, which
-  # is the identity at rate 0 (every sample kept, scaled by 1/1).
-  return isinstance(rate, (int, float)) and rate == 0
-
-
 class Edge(nn.Module):
   """One gene of a discrete cell: its op, named by the op, then drop-path.
 
@@ -123,7 +116,7 @@ class Edge(nn.Module):
     op = ops_lib.build(self.op, self.c, self.stride, affine=True, depthwise=self.depthwise)
     y = op(x, train)
     # As in DARTS, identity ops (stride-1 skips) are never dropped.
-    if train and not _is_static_zero(drop_path_rate) and not isinstance(op, ops_lib.Identity):
+    if ops_lib.uses_drop_path(train, drop_path_rate) and not isinstance(op, ops_lib.Identity):
       y = ops_lib.drop_path(y, drop_path_rate, self.make_rng('drop_path'))
     return y
 
@@ -338,7 +331,7 @@ class Network:
       ((logits f32[B, K], aux_logits f32[B, K] or None), new batch-norm state),
       followed by `{'cell_00': f32[B, H, W, C], ...}` when `capture`.
     """
-    if train and rng is None and not _is_static_zero(drop_path_rate):
+    if rng is None and ops_lib.uses_drop_path(train, drop_path_rate):
       raise ValueError('training with drop-path needs an rng')
     rngs = {'drop_path': rng} if rng is not None else {}
     kwargs = {'drop_path_rate': drop_path_rate, 'rngs': rngs} if train else {}

@@ -380,6 +380,15 @@ def build(op: str, c: int, stride: int, *, affine: bool, depthwise: str = 'nativ
   return lookup(op).build(OpArgs(c, stride, affine, depthwise, mixture, name or op))
 
 
+def uses_drop_path(train: bool, rate) -> bool:
+  """Whether a call applies drop-path: training with a rate not known to be 0.
+
+  A python 0 skips it at trace time; a traced rate (a schedule inside a jitted step)
+  always takes the drop-path path, which is the identity at rate 0.
+  """
+  return train and not (isinstance(rate, (int, float)) and rate == 0)
+
+
 def drop_path(x, rate: float, rng: jax.Array):
   """Drops whole samples with probability `rate`, scaling survivors by 1/(1-rate)."""
   keep = 1.0 - rate

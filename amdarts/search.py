@@ -69,17 +69,19 @@ class SearchState:
 EPOCH_SUMS = ('train_loss', 'train_acc', 'val_loss', 'val_acc', 'alpha_grad_norm', 'count')
 
 
-def make_loss_fn(net: supernet.SuperNet, rng, aux_weight: float) -> hypergrad.LossFn:
+def make_loss_fn(net: supernet.SuperNet, rng, aux_weight: float,
+                 drop_path_rate=0.0) -> hypergrad.LossFn:
   """The super-net's training-mode loss in the `hypergrad` convention.
 
   `loss_fn(params, alpha, batch, batch_stats) -> (loss, (new_batch_stats, metrics))`
   with `metrics = {'accuracy'}`; the auxiliary head, if any, adds `aux_weight` times
-  its cross-entropy. `rng` drives drop-path.
+  its cross-entropy. `rng` drives drop-path at `drop_path_rate`.
   """
 
   def loss_fn(params, alpha, batch, batch_stats):
     (logits, aux_logits), new_stats = net.apply(
-        params, batch_stats, alpha, batch['image'], train=True, rng=rng)
+        params, batch_stats, alpha, batch['image'], train=True,
+        drop_path_rate=drop_path_rate, rng=rng)
     loss = losses.cross_entropy(logits, batch['label'])
     if aux_logits is not None:
       loss = loss + aux_weight * losses.cross_entropy(aux_logits, batch['label'])
@@ -100,7 +102,7 @@ class Searcher:
     self.net = supernet.SuperNet.create(
         self.spec, c=self.hp.c, num_classes=num_classes,
         stem_multiplier=config.model.stem_multiplier, depthwise=config.model.depthwise,
-        drop_path=self.hp.drop_path, auxiliary=self.hp.auxiliary)
+        auxiliary=self.hp.auxiliary)
     self._aux_weight = self.hp.aux_weight if self.hp.auxiliary else 0.0
     self.image_shape = tuple(image_shape)
     self.steps_per_epoch = steps_per_epoch
@@ -137,7 +139,7 @@ class Searcher:
   def alpha_step(self, state: SearchState, train_batch, val_batch):
     """One α update with the configured estimator; returns (α, α opt state, aux)."""
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 0)
-    loss_fn = make_loss_fn(self.net, rng, self._aux_weight)
+    loss_fn = make_loss_fn(self.net, rng, self._aux_weight, self.hp.drop_path)
     g_alpha, est = self.estimator(loss_fn, state.params, state.alpha, state.model_state,
                                   train_batch, val_batch, self.context(state))
     updates, a_opt = self.a_tx.update(g_alpha, state.alpha_opt_state, state.alpha)
@@ -146,7 +148,7 @@ class Searcher:
   def weight_step(self, state: SearchState, alpha, train_batch):
     """One ω update at architecture `alpha`; returns (params, BN state, opt state, aux)."""
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
-    loss_fn = make_loss_fn(self.net, rng, self._aux_weight)
+    loss_fn = make_loss_fn(self.net, rng, self._aux_weight, self.hp.drop_path)
     (loss, (batch_stats, m)), g_w = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, alpha, train_batch, state.model_state)
     direction, w_opt = self.w_tx.update(g_w, state.opt_state, state.params)

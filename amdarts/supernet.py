@@ -60,10 +60,9 @@ class MixedOp(nn.Module):
   c: int
   stride: int
   depthwise: str
-  drop_path: float
 
   @nn.compact
-  def __call__(self, x, w_O, train: bool):
+  def __call__(self, x, w_O, train: bool, drop_path_rate=0.0):
     out = None
     for k, name in enumerate(self.ops):
       if name == 'none':
@@ -72,8 +71,8 @@ class MixedOp(nn.Module):
                          mixture=True)
       y = op(x, train)
       # As DARTS: never on Identity.
-      if train and self.drop_path > 0 and not isinstance(op, ops_lib.Identity):
-        y = ops_lib.drop_path(y, self.drop_path, self.make_rng('drop_path'))
+      if ops_lib.uses_drop_path(train, drop_path_rate) and not isinstance(op, ops_lib.Identity):
+        y = ops_lib.drop_path(y, drop_path_rate, self.make_rng('drop_path'))
       out = w_O[k] * y if out is None else out + w_O[k] * y
     if out is None:  # Only `none`: a zero edge of the output's shape.
       out = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
@@ -83,13 +82,13 @@ class MixedOp(nn.Module):
 def _vmap_edges(x_axis):
   # One MixedOp per edge along a leading edge axis: parameters, BN statistics and
   # drop-path masks are per edge (each instance normalises its own slice).
-  return nn.vmap(MixedOp, in_axes=(x_axis, 0, None), out_axes=0,
+  return nn.vmap(MixedOp, in_axes=(x_axis, 0, None, None), out_axes=0,
                  variable_axes={'params': 0, 'batch_stats': 0},
                  split_rngs={'params': True, 'drop_path': True})
 
 
-EdgeMixedOps = _vmap_edges(0)  # (x_ExBxHxWxC, w_ExO, train) -> y_ExBxHxWxC
-SharedInputMixedOps = _vmap_edges(None)  # (x_BxHxWxC, w_ExO, train): one source.
+EdgeMixedOps = _vmap_edges(0)  # (x_ExBxHxWxC, w_ExO, train, rate) -> y_ExBxHxWxC
+SharedInputMixedOps = _vmap_edges(None)  # (x_BxHxWxC, w_ExO, train, rate): one source.
 
 
 def edge_groups(edges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], ...]:
@@ -146,10 +145,9 @@ class SearchCell(nn.Module):
   reduction: bool
   reduction_prev: bool
   depthwise: str
-  drop_path: float
 
   @nn.compact
-  def __call__(self, s0, s1, arch, train: bool):
+  def __call__(self, s0, s1, arch, train: bool, drop_path_rate=0.0):
     s0, s1 = ops_lib.Preprocess(self.c, self.reduction_prev, affine=False,
                                 name='preprocess')(s0, s1, train)
     edges = self.spec.edges(self.key)
@@ -176,11 +174,10 @@ class SearchCell(nn.Module):
       weighted, shared = _split_ops(ops, stride)
       if weighted:
         mixed = (SharedInputMixedOps if len(set(srcs)) == 1 else EdgeMixedOps)(
-            weighted, self.c, stride, self.depthwise, self.drop_path,
-            name=group_name(edges, group))
+            weighted, self.c, stride, self.depthwise, name=group_name(edges, group))
         x = states[srcs[0]] if len(set(srcs)) == 1 else jnp.stack([states[s] for s in srcs])
         cols = np.array([ops.index(o) for o in weighted])
-        y_ExBxHxWxC = mixed(x, w_ExO[np.array(group)][:, cols], train)
+        y_ExBxHxWxC = mixed(x, w_ExO[np.array(group)][:, cols], train, drop_path_rate)
         for k, e in enumerate(group):
           parts[edges[e][1]].append(edge_scale(e) * y_ExBxHxWxC[k])
       for src in sorted(set(srcs)):
@@ -188,12 +185,13 @@ class SearchCell(nn.Module):
           op = ops_lib.build(o, self.c, stride, affine=False, depthwise=self.depthwise,
                              mixture=True, name=shared_op_name(o, src))
           y = op(states[src], train)
-          droppable = train and self.drop_path > 0 and not isinstance(op, ops_lib.Identity)
+          droppable = (ops_lib.uses_drop_path(train, drop_path_rate)
+                       and not isinstance(op, ops_lib.Identity))
           for e in group:
             if edges[e][0] != src:
               continue
             term = y if not droppable else ops_lib.drop_path(
-                y, self.drop_path, self.make_rng('drop_path'))
+                y, drop_path_rate, self.make_rng('drop_path'))
             parts[edges[e][1]].append((edge_scale(e) * w_ExO[e, ops.index(o)]) * term)
     complete_states(self.spec.steps + 1)
     return jnp.concatenate(states[2:], axis=-1)
@@ -237,11 +235,10 @@ class SuperNetModule(nn.Module):
   num_classes: int = 10
   stem_multiplier: int = 3
   depthwise: str = 'auto'
-  drop_path: float = 0.0
   auxiliary: bool = False
 
   @nn.compact
-  def __call__(self, x_BxHxWxC, arch, train: bool):
+  def __call__(self, x_BxHxWxC, arch, train: bool, drop_path_rate=0.0):
     c_curr = self.stem_multiplier * self.c
     s0 = s1 = ops_lib.StemCIFAR(c_curr, name='stem')(x_BxHxWxC, train)
     c_curr, reduction_prev, aux_logits = self.c, False, None
@@ -250,8 +247,8 @@ class SuperNetModule(nn.Module):
       c_curr = c_curr * 2 if reduction else c_curr
       key = self.spec.cell_key(i)
       cell = SearchCell(self.spec, key, c_curr, reduction, reduction_prev, self.depthwise,
-                        self.drop_path, name=f'cell_{i:02d}')
-      s0, s1 = s1, cell(s0, s1, arch[key], train)
+                        name=f'cell_{i:02d}')
+      s0, s1 = s1, cell(s0, s1, arch[key], train, drop_path_rate)
       reduction_prev = reduction
       if self.auxiliary and train and i == 2 * self.spec.num_cells // 3:
         aux_logits = ops_lib.AuxiliaryHeadCIFAR(self.num_classes, name=ops_lib.AUX_HEAD)(
@@ -286,8 +283,8 @@ class SuperNet:
         {'params': k_params, 'drop_path': k_drop}, x_BxHxWxC, arch, train=True)
     return variables['params'], variables.get('batch_stats', {})
 
-  def apply(self, params, state, alpha, x_BxHxWxC, *, train: bool, rng=None,
-            capture: bool = False):
+  def apply(self, params, state, alpha, x_BxHxWxC, *, train: bool, drop_path_rate=0.0,
+            rng=None, capture: bool = False):
     """Runs the super-network.
 
     In training mode batch norm uses batch statistics and updates the running ones.
@@ -298,17 +295,22 @@ class SuperNet:
       alpha: the architecture pytree (`spaces.init_alpha`).
       x_BxHxWxC: images.
       train: batch statistics and their update, drop-path, the auxiliary head.
-      rng: key for drop-path; needed only when the module's drop-path rate is > 0.
+      drop_path_rate: drop probability of every op but identity (a python float or
+        a traced scalar, so a schedule does not retrace); training only.
+      rng: key for drop-path; needed when training with a rate that is not 0.
       capture: also return the output of every cell.
 
     Returns:
       ((logits f32[B, K], aux_logits or None), new_state), followed by
       `{'cell_00': f32[B, H, W, C], ...}` when `capture`.
     """
+    if rng is None and ops_lib.uses_drop_path(train, drop_path_rate):
+      raise ValueError('training with drop-path needs an rng')
     rngs = {'drop_path': rng} if rng is not None else {}
     mutable = (['batch_stats'] if train else []) + (['intermediates'] if capture else [])
     out = self.module.apply(
-        {'params': params, 'batch_stats': state}, x_BxHxWxC, alpha, train=train, rngs=rngs,
+        {'params': params, 'batch_stats': state}, x_BxHxWxC, alpha, train=train,
+        drop_path_rate=drop_path_rate if train else 0.0, rngs=rngs,
         mutable=mutable or False,
         capture_intermediates=ops_lib.capture_cells if capture else False)
     out, mutated = out if mutable else (out, {})

@@ -136,3 +136,25 @@ def test_capture_returns_the_cell_outputs_and_adds_no_computation(make):
     return len(jax.make_jaxpr(fn)(params).jaxpr.eqns)
 
   assert num_ops(True) == num_ops(False)
+
+
+def test_batch_norm_matches_torch_by_hand():
+  # PyTorch normalises with the biased batch variance and moves running_var towards
+  # the unbiased one, n/(n-1) times larger (n = B·H·W values per channel).
+  x = jnp.asarray(np.random.default_rng(0).normal(1.5, 2.0, size=(4, 3, 3, 2)), jnp.float32)
+  bn = ops_lib.BatchNorm(use_running_average=False, affine=False)
+  variables = bn.init(jax.random.PRNGKey(0), x)
+  y, mutated = bn.apply(variables, x, mutable=['batch_stats'])
+  xs = np.asarray(x, np.float64).reshape(-1, 2)
+  n, mean, var = xs.shape[0], xs.mean(0), xs.var(0)
+  np.testing.assert_allclose(np.asarray(y).reshape(-1, 2), (xs - mean) / np.sqrt(var + 1e-5),
+                             rtol=1e-5, atol=1e-5)
+  stats = mutated['batch_stats']
+  np.testing.assert_allclose(stats['mean'], 0.1 * mean, rtol=1e-6)
+  np.testing.assert_allclose(stats['var'], 0.9 + 0.1 * var * n / (n - 1), rtol=1e-6)
+  # Evaluation uses the running statistics.
+  y_eval = ops_lib.BatchNorm(use_running_average=True, affine=False).apply(
+      {'batch_stats': stats}, x)
+  np.testing.assert_allclose(
+      np.asarray(y_eval).reshape(-1, 2),
+      (xs - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var * n / (n - 1) + 1e-5), rtol=1e-5, atol=1e-5)

@@ -118,7 +118,7 @@ def test_batch_norm_without_affine_in_search_cells():
 
 
 def _mixed(ops, x, stride=1):
-  module = supernet.MixedOp(ops, x.shape[-1], stride, 'native', 0.0)
+  module = supernet.MixedOp(ops, x.shape[-1], stride, 'native')
   w = jnp.full((len(ops),), 1.0 / len(ops))
   variables = module.init(jax.random.PRNGKey(0), x, w, True)
   return module, variables
@@ -286,7 +286,7 @@ def _per_edge_cell(cell, variables, s0, s1, arch, train):
         continue
       sub = supernet.edge_variables(cell, variables, e)
       stride = 2 if cell.reduction and src < 2 else 1
-      op = supernet.MixedOp(spec.ops, cell.c, stride, cell.depthwise, 0.0)
+      op = supernet.MixedOp(spec.ops, cell.c, stride, cell.depthwise)
       y, mutated = op.apply(sub, states[src], w[e], train, mutable=['batch_stats'])
       new_stats[e] = mutated['batch_stats']
       acc = acc + coef[e] * y
@@ -303,7 +303,7 @@ def test_batched_cell_matches_per_edge_loop(space, edge_mode, reduction, depthwi
   spec = spaces.SpaceSpec(ops=spaces.SPACE_OPS[space], num_cells=3, edge_mode=edge_mode,
                           steps=3)
   key = 'reduce' if reduction else 'normal'
-  cell = supernet.SearchCell(spec, key, 4, reduction, False, depthwise, 0.0)
+  cell = supernet.SearchCell(spec, key, 4, reduction, False, depthwise)
   s0, s1 = _x((2, 8, 8, 6), seed=1), _x((2, 8, 8, 6), seed=2)
   arch = spaces.init_alpha(spec, jax.random.PRNGKey(3), scale=1.0)[key]
   variables = cell.init(jax.random.PRNGKey(4), s0, s1, arch, True)
@@ -329,19 +329,19 @@ def test_batched_cell_matches_per_edge_loop(space, edge_mode, reduction, depthwi
 
 
 def test_drop_path_is_per_edge_and_per_sample_and_spares_identity():
-  module = supernet.EdgeMixedOps(('sep_conv_3x3', 'skip_connect'), 4, 1, 'shifted', 0.5)
+  module = supernet.EdgeMixedOps(('sep_conv_3x3', 'skip_connect'), 4, 1, 'shifted')
   x_ExBxHxWxC = jnp.broadcast_to(_x((1, 16, 4, 4, 4)), (4, 16, 4, 4, 4))
   w_only_sep = jnp.tile(jnp.array([1.0, 0.0]), (4, 1))
   rngs = {'params': jax.random.PRNGKey(0), 'drop_path': jax.random.PRNGKey(1)}
-  variables = module.init(rngs, x_ExBxHxWxC, w_only_sep, True)
+  variables = module.init(rngs, x_ExBxHxWxC, w_only_sep, True, 0.5)
   # The same parameters on every edge, so only the drop-path masks can differ.
   variables = jax.tree.map(lambda a: jnp.broadcast_to(a[:1], a.shape), variables)
-  y, _ = module.apply(variables, x_ExBxHxWxC, w_only_sep, True,
+  y, _ = module.apply(variables, x_ExBxHxWxC, w_only_sep, True, 0.5,
                       rngs={'drop_path': jax.random.PRNGKey(2)}, mutable=['batch_stats'])
   kept_ExB = np.asarray(jnp.any(y != 0, axis=(2, 3, 4)))
   assert 0 < kept_ExB.mean() < 1
   assert len({tuple(row) for row in kept_ExB}) > 1  # Masks differ between edges.
   w_only_skip = jnp.tile(jnp.array([0.0, 1.0]), (4, 1))
-  y, _ = module.apply(variables, x_ExBxHxWxC, w_only_skip, True,
+  y, _ = module.apply(variables, x_ExBxHxWxC, w_only_skip, True, 0.5,
                       rngs={'drop_path': jax.random.PRNGKey(2)}, mutable=['batch_stats'])
   np.testing.assert_array_equal(y, x_ExBxHxWxC)  # Never on Identity.
