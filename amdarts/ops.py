@@ -113,7 +113,10 @@ class Conv(nn.Module):
     s = self.stride
     if self.k == 1 and self.padding == 0:
       x = x_BxHxWxC[:, ::s, ::s, :] if s > 1 else x_BxHxWxC
-      return jnp.einsum('bhwc,cd->bhwd', x, kernel[0, 0])
+      # As one (B·H·W) × C matmul: contracting the flattened pixels keeps XLA from
+      # copying activations into a channel-major layout for the weight gradient.
+      y = x.reshape(-1, x.shape[-1]) @ kernel[0, 0]
+      return y.reshape(x.shape[:-1] + (self.features,))
     return jax.lax.conv_general_dilated(
         x_BxHxWxC, kernel, (s, s), _pad(self.padding),
         rhs_dilation=(self.dilation, self.dilation),

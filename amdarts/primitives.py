@@ -163,7 +163,14 @@ def _attrs(stride, padding, dilation):
           'dilation': np.int64(dilation)}
 
 
+def _reachable(k_size: int, padding: int, dilation: int) -> bool:
+  # The kernels assume every padded row/column is reachable by some tap.
+  return padding <= dilation * (k_size - 1)
+
+
 def _ffi_fwd(x, k, *, stride, padding, dilation):
+  if not _reachable(k.shape[-2], padding, dilation):
+    return _xla_fwd(x, k, stride=stride, padding=padding, dilation=dilation)
   lead = tuple(np.broadcast_shapes(x.shape[:-4], k.shape[:-3]))
   x5, k4 = _flat_lead(x, 4, lead), _flat_lead(k, 3, lead)
   b, h, w, c = x.shape[-4:]
@@ -176,6 +183,8 @@ def _ffi_fwd(x, k, *, stride, padding, dilation):
 
 
 def _ffi_dx(g, k, *, stride, padding, dilation, x_shape):
+  if not _reachable(k.shape[-2], padding, dilation):
+    return _xla_dx(g, k, stride=stride, padding=padding, dilation=dilation, x_shape=x_shape)
   lead = tuple(np.broadcast_shapes(g.shape[:-4], k.shape[:-3], x_shape[:-4]))
   g5, k4 = _flat_lead(g, 4, lead), _flat_lead(k, 3, lead)
   own = tuple(x_shape[:-4])
@@ -189,6 +198,8 @@ def _ffi_dx(g, k, *, stride, padding, dilation, x_shape):
 
 
 def _ffi_dk(x, g, *, stride, padding, dilation, k_shape):
+  if not _reachable(k_shape[-2], padding, dilation):
+    return _xla_dk(x, g, stride=stride, padding=padding, dilation=dilation, k_shape=k_shape)
   lead = tuple(np.broadcast_shapes(x.shape[:-4], g.shape[:-4], k_shape[:-3]))
   x5, g5 = _flat_lead(x, 4, lead), _flat_lead(g, 4, lead)
   own = tuple(k_shape[:-3])

@@ -60,118 +60,159 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, const std::function<void(int6
   while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
-// Range of output columns wo whose input column wo*s - p + j*d lies in [0, W).
-inline void ValidColumns(const Geometry& g, int64_t j, int64_t* lo, int64_t* hi) {
-  const int64_t off = j * g.d - g.p;  // w = wo * s + off
-  *lo = off >= 0 ? 0 : (-off + g.s - 1) / g.s;
-  *hi = off > g.W - 1 ? 0 : std::min<int64_t>(g.Wo, (g.W - 1 - off) / g.s + 1);
-  if (*hi < *lo) *hi = *lo;
-}
-
-// One image: out[ho, wo, :] += in[ho*s - p + i*d, wo*s - p + j*d, :] * k[i, j, :].
+// Vectors of one cache line (16 floats / 8 doubles) through GCC's vector extension:
+// AVX-512 registers where the machine has them, pairs of AVX2 registers otherwise.
 template <typename T>
-void ForwardImage(const Geometry& g, const T* __restrict__ in, const T* __restrict__ k,
-                  T* __restrict__ out) {
-  const int64_t C = g.C;
-  for (int64_t ho = 0; ho < g.Ho; ++ho) {
-    T* __restrict__ orow = out + ho * g.Wo * C;
-    for (int64_t i = 0; i < g.K; ++i) {
-      const int64_t h = ho * g.s - g.p + i * g.d;
-      if (h < 0 || h >= g.H) continue;
-      const T* __restrict__ irow = in + h * g.W * C;
-      for (int64_t j = 0; j < g.K; ++j) {
-        int64_t lo, hi;
-        ValidColumns(g, j, &lo, &hi);
-        const T* __restrict__ kk = k + (i * g.K + j) * C;
-        const int64_t off = j * g.d - g.p;
-        for (int64_t wo = lo; wo < hi; ++wo) {
-          T* __restrict__ o = orow + wo * C;
-          const T* __restrict__ x = irow + (wo * g.s + off) * C;
-          for (int64_t c = 0; c < C; ++c) o[c] += x[c] * kk[c];
-        }
+struct Vec {
+  static constexpr int64_t kLanes = 64 / sizeof(T);
+  typedef T type __attribute__((vector_size(64)));
+  static type Load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void Store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  static type Zero() { return type{}; }
+};
+
+// xp [Hp, Wp, C] (already padded) -> out [Ho, Wo, C] (+)= sum_ij xp[ho*s + i*d,
+// wo*s + j*d, :] * k[i, j, :]. kK > 0 fixes the kernel size at compile time, so the
+// taps unroll and a channel block's kernel stays in registers.
+template <typename T, int kK>
+void ConvValid(int64_t K_, const T* __restrict__ xp, int64_t Wp, const T* __restrict__ k,
+               int64_t s, int64_t d, int64_t Ho, int64_t Wo, int64_t C, T* __restrict__ out,
+               bool accumulate) {
+  using V = Vec<T>;
+  const int64_t K = kK > 0 ? kK : K_;
+  const int64_t blocks = C / V::kLanes;
+  for (int64_t cb = 0; cb < blocks; ++cb) {
+    const int64_t c0 = cb * V::kLanes;
+    for (int64_t ho = 0; ho < Ho; ++ho) {
+      for (int64_t wo = 0; wo < Wo; ++wo) {
+        T* o = out + (ho * Wo + wo) * C + c0;
+        typename V::type acc = accumulate ? V::Load(o) : V::Zero();
+        const T* base = xp + ((ho * s) * Wp + wo * s) * C + c0;
+        for (int64_t i = 0; i < K; ++i)
+          for (int64_t j = 0; j < K; ++j)
+            acc += V::Load(base + (i * d * Wp + j * d) * C) * V::Load(k + (i * K + j) * C + c0);
+        V::Store(o, acc);
       }
     }
   }
-}
-
-// One image of the transpose: dx[ho*s - p + i*d, wo*s - p + j*d, :] += dy[ho, wo, :] * k.
-template <typename T>
-void InputGradImage(const Geometry& g, const T* __restrict__ dy, const T* __restrict__ k,
-                    T* __restrict__ dx) {
-  const int64_t C = g.C;
-  for (int64_t ho = 0; ho < g.Ho; ++ho) {
-    const T* __restrict__ grow = dy + ho * g.Wo * C;
-    for (int64_t i = 0; i < g.K; ++i) {
-      const int64_t h = ho * g.s - g.p + i * g.d;
-      if (h < 0 || h >= g.H) continue;
-      T* __restrict__ xrow = dx + h * g.W * C;
-      for (int64_t j = 0; j < g.K; ++j) {
-        int64_t lo, hi;
-        ValidColumns(g, j, &lo, &hi);
-        const T* __restrict__ kk = k + (i * g.K + j) * C;
-        const int64_t off = j * g.d - g.p;
-        for (int64_t wo = lo; wo < hi; ++wo) {
-          T* __restrict__ o = xrow + (wo * g.s + off) * C;
-          const T* __restrict__ d = grow + wo * C;
-          for (int64_t c = 0; c < C; ++c) o[c] += d[c] * kk[c];
-        }
+  for (int64_t c = blocks * V::kLanes; c < C; ++c) {  // Channels past the last block.
+    for (int64_t ho = 0; ho < Ho; ++ho)
+      for (int64_t wo = 0; wo < Wo; ++wo) {
+        T acc = accumulate ? out[(ho * Wo + wo) * C + c] : T(0);
+        for (int64_t i = 0; i < K; ++i)
+          for (int64_t j = 0; j < K; ++j)
+            acc += xp[((ho * s + i * d) * Wp + wo * s + j * d) * C + c] * k[(i * K + j) * C + c];
+        out[(ho * Wo + wo) * C + c] = acc;
       }
-    }
   }
 }
 
-// One image of the kernel gradient: acc[i, j, :] += x[h, w, :] * dy[ho, wo, :]. The
-// tap loops are innermost so consecutive updates go to different accumulators
-// (no serial dependency through one accumulator).
-template <typename T>
-void KernelGradImage(const Geometry& g, const T* __restrict__ x, const T* __restrict__ dy,
-                     T* __restrict__ acc) {
-  const int64_t C = g.C;
-  for (int64_t ho = 0; ho < g.Ho; ++ho) {
-    for (int64_t wo = 0; wo < g.Wo; ++wo) {
-      const T* __restrict__ d = dy + (ho * g.Wo + wo) * C;
-      for (int64_t i = 0; i < g.K; ++i) {
-        const int64_t h = ho * g.s - g.p + i * g.d;
-        if (h < 0 || h >= g.H) continue;
-        const T* __restrict__ xrow = x + h * g.W * C;
-        for (int64_t j = 0; j < g.K; ++j) {
-          const int64_t w = wo * g.s - g.p + j * g.d;
-          if (w < 0 || w >= g.W) continue;
-          const T* __restrict__ xi = xrow + w * C;
-          T* __restrict__ a = acc + (i * g.K + j) * C;
-          for (int64_t c = 0; c < C; ++c) a[c] += xi[c] * d[c];
+// acc [K, K, C] += sum_{ho, wo} xp[ho*s + i*d, wo*s + j*d, :] * dy[ho, wo, :], one
+// channel block at a time with the K*K accumulators in registers.
+template <typename T, int kK>
+void KernelGradValid(int64_t K_, const T* __restrict__ xp, int64_t Wp, const T* __restrict__ dy,
+                     int64_t s, int64_t d, int64_t Ho, int64_t Wo, int64_t C, T* __restrict__ acc) {
+  using V = Vec<T>;
+  constexpr int kTaps = kK > 0 ? kK * kK : 1;
+  const int64_t blocks = C / V::kLanes;
+  if (kK > 0) {
+    for (int64_t cb = 0; cb < blocks; ++cb) {
+      const int64_t c0 = cb * V::kLanes;
+      typename V::type a[kTaps];
+      for (int t = 0; t < kTaps; ++t) a[t] = V::Load(acc + t * C + c0);
+      for (int64_t ho = 0; ho < Ho; ++ho) {
+        for (int64_t wo = 0; wo < Wo; ++wo) {
+          const typename V::type g = V::Load(dy + (ho * Wo + wo) * C + c0);
+          const T* base = xp + ((ho * s) * Wp + wo * s) * C + c0;
+          for (int i = 0; i < kK; ++i)
+            for (int j = 0; j < kK; ++j)
+              a[i * kK + j] += V::Load(base + (i * d * Wp + j * d) * C) * g;
         }
       }
+      for (int t = 0; t < kTaps; ++t) V::Store(acc + t * C + c0, a[t]);
     }
   }
+  const int64_t K = kK > 0 ? kK : K_;
+  for (int64_t c = kK > 0 ? blocks * V::kLanes : 0; c < C; ++c)
+    for (int64_t ho = 0; ho < Ho; ++ho)
+      for (int64_t wo = 0; wo < Wo; ++wo) {
+        const T g = dy[(ho * Wo + wo) * C + c];
+        for (int64_t i = 0; i < K; ++i)
+          for (int64_t j = 0; j < K; ++j)
+            acc[(i * K + j) * C + c] += xp[((ho * s + i * d) * Wp + wo * s + j * d) * C + c] * g;
+      }
 }
 
+// Runs F<T, K> with the kernel size as a compile-time constant for the sizes the
+// spaces use (avg pooling is a 3x3 one), and a runtime one otherwise.
+#define AMDARTS_BY_K(F, T, K, ...)                  \
+  switch (K) {                                      \
+    case 1: F<T, 1>(K, __VA_ARGS__); break;         \
+    case 3: F<T, 3>(K, __VA_ARGS__); break;         \
+    case 5: F<T, 5>(K, __VA_ARGS__); break;         \
+    case 7: F<T, 7>(K, __VA_ARGS__); break;         \
+    default: F<T, 0>(K, __VA_ARGS__); break;        \
+  }
+
+// Copies img [H, W, C] into a zeroed [Hp, Wp, C] buffer at (top, left), every
+// `step`-th row and column (step 2 dilates a stride-2 gradient for its transpose).
+template <typename T>
+void Place(const T* img, int64_t H, int64_t W, int64_t C, int64_t top, int64_t left,
+           int64_t step, int64_t Wp, T* out) {
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t w = 0; w < W; ++w)
+      std::memcpy(out + ((top + h * step) * Wp + left + w * step) * C, img + (h * W + w) * C,
+                  sizeof(T) * C);
+}
+
+// Edges that read x[lx]: all of them when the input is shared (Lx == 1).
+inline int64_t EdgesOf(const Geometry& g) { return g.Lx == 1 ? g.L : 1; }
+inline int64_t Edge(const Geometry& g, int64_t lx, int64_t e) { return g.Lx == 1 ? e : lx; }
+
+// Tasks are (input, image) pairs: each pads its image once for all edges reading it.
 template <typename T>
 void Forward(ffi::ThreadPool& pool, const Geometry& g, const T* x, const T* k, T* y) {
   const int64_t in_size = g.H * g.W * g.C, out_size = g.Ho * g.Wo * g.C;
-  ParallelFor(pool, g.L * g.B, [&](int64_t lb) {
-    const int64_t l = lb / g.B, b = lb % g.B;
-    T* out = y + lb * out_size;
-    std::memset(out, 0, sizeof(T) * out_size);
-    ForwardImage(g, x + ((g.Lx == 1 ? 0 : l) * g.B + b) * in_size,
-                 k + (g.Lk == 1 ? 0 : l) * g.K * g.K * g.C, out);
+  const int64_t Hp = g.H + 2 * g.p, Wp = g.W + 2 * g.p;
+  ParallelFor(pool, g.Lx * g.B, [&](int64_t xb) {
+    const int64_t lx = xb / g.B, b = xb % g.B;
+    std::vector<T> xp(static_cast<size_t>(Hp * Wp * g.C), T(0));
+    Place(x + xb * in_size, g.H, g.W, g.C, g.p, g.p, 1, Wp, xp.data());
+    for (int64_t e = 0; e < EdgesOf(g); ++e) {
+      const int64_t l = Edge(g, lx, e);
+      const T* kl = k + (g.Lk == 1 ? 0 : l) * g.K * g.K * g.C;
+      AMDARTS_BY_K(ConvValid, T, g.K, xp.data(), Wp, kl, g.s, g.d, g.Ho, g.Wo, g.C,
+                   y + (l * g.B + b) * out_size, false)
+    }
   });
 }
 
-// dx[lx, b] sums the transposes of every edge l that reads x[lx] (all edges when
-// the input is shared).
+// The transpose of the forward: each edge's gradient, dilated by the stride and
+// padded for a full correlation, convolved at stride 1 with the flipped kernel;
+// dx[lx, b] sums the edges that read x[lx] (all of them when the input is shared).
 template <typename T>
 void InputGrad(ffi::ThreadPool& pool, const Geometry& g, const T* dy, const T* k, T* dx) {
   const int64_t in_size = g.H * g.W * g.C, out_size = g.Ho * g.Wo * g.C;
-  const int64_t edges_per_x = g.Lx == 1 ? g.L : 1;
+  const int64_t lo = g.d * (g.K - 1) - g.p;  // >= 0 for every padding <= d (K - 1).
+  const int64_t Hp = g.H + g.d * (g.K - 1), Wp = g.W + g.d * (g.K - 1);
+  const int64_t kkc = g.K * g.K * g.C;
   ParallelFor(pool, g.Lx * g.B, [&](int64_t xb) {
     const int64_t lx = xb / g.B, b = xb % g.B;
-    T* out = dx + xb * in_size;
-    std::memset(out, 0, sizeof(T) * in_size);
-    for (int64_t e = 0; e < edges_per_x; ++e) {
-      const int64_t l = g.Lx == 1 ? e : lx;
-      InputGradImage(g, dy + (l * g.B + b) * out_size,
-                     k + (g.Lk == 1 ? 0 : l) * g.K * g.K * g.C, out);
+    std::vector<T> gp(static_cast<size_t>(Hp * Wp * g.C));
+    std::vector<T> flipped(static_cast<size_t>(kkc));
+    for (int64_t e = 0; e < EdgesOf(g); ++e) {
+      const int64_t l = Edge(g, lx, e);
+      std::fill(gp.begin(), gp.end(), T(0));
+      Place(dy + (l * g.B + b) * out_size, g.Ho, g.Wo, g.C, lo, lo, g.s, Wp, gp.data());
+      const T* kl = k + (g.Lk == 1 ? 0 : l) * kkc;
+      for (int64_t t = 0; t < g.K * g.K; ++t)
+        std::memcpy(flipped.data() + t * g.C, kl + (g.K * g.K - 1 - t) * g.C, sizeof(T) * g.C);
+      AMDARTS_BY_K(ConvValid, T, g.K, gp.data(), Wp, flipped.data(), int64_t{1}, g.d, g.H, g.W,
+                   g.C, dx + xb * in_size, e > 0)
     }
   });
 }
@@ -182,11 +223,17 @@ template <typename T>
 void KernelGrad(ffi::ThreadPool& pool, const Geometry& g, const T* x, const T* dy, T* dk) {
   const int64_t in_size = g.H * g.W * g.C, out_size = g.Ho * g.Wo * g.C;
   const int64_t kkc = g.K * g.K * g.C;
+  const int64_t Hp = g.H + 2 * g.p, Wp = g.W + 2 * g.p;
   std::vector<T> partial(static_cast<size_t>(g.L * g.B * kkc), T(0));
-  ParallelFor(pool, g.L * g.B, [&](int64_t lb) {
-    const int64_t l = lb / g.B, b = lb % g.B;
-    KernelGradImage(g, x + ((g.Lx == 1 ? 0 : l) * g.B + b) * in_size, dy + lb * out_size,
-                    partial.data() + lb * kkc);
+  ParallelFor(pool, g.Lx * g.B, [&](int64_t xb) {
+    const int64_t lx = xb / g.B, b = xb % g.B;
+    std::vector<T> xp(static_cast<size_t>(Hp * Wp * g.C), T(0));
+    Place(x + xb * in_size, g.H, g.W, g.C, g.p, g.p, 1, Wp, xp.data());
+    for (int64_t e = 0; e < EdgesOf(g); ++e) {
+      const int64_t lb = Edge(g, lx, e) * g.B + b;
+      AMDARTS_BY_K(KernelGradValid, T, g.K, xp.data(), Wp, dy + lb * out_size, g.s, g.d, g.Ho,
+                   g.Wo, g.C, partial.data() + lb * kkc)
+    }
   });
   std::memset(dk, 0, sizeof(T) * g.Lk * kkc);
   for (int64_t lb = 0; lb < g.L * g.B; ++lb) {
@@ -214,6 +261,8 @@ ffi::Error Check(const Geometry& g, ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffe
   if ((g.Lx != 1 && g.Lx != g.L) || (g.Lk != 1 && g.Lk != g.L) || kd[2] != g.K ||
       kd[3] != g.C || yd[1] != g.B || yd[4] != g.C)
     return ffi::Error::InvalidArgument("depthwise: inconsistent shapes");
+  if (g.p > g.d * (g.K - 1))
+    return ffi::Error::InvalidArgument("depthwise: padding beyond the kernel's reach");
   if (g.Ho != (g.H + 2 * g.p - g.d * (g.K - 1) - 1) / g.s + 1 ||
       g.Wo != (g.W + 2 * g.p - g.d * (g.K - 1) - 1) / g.s + 1)
     return ffi::Error::InvalidArgument("depthwise: output size does not match the geometry");
