@@ -1,9 +1,12 @@
 """Reads configs: the image task's (configs/base.py) and helpers every task's checks use.
 
-Hyper-parameter consistency (Section 3.1.2, Appendix B.1) lives here: with
-`search.consistency` the search network is the retrain network (depth, width,
-cutout, drop-path, auxiliary head), otherwise DARTS's split (8 cells, C=16, no
-regularisers in search).
+Hyper-parameter consistency (Sections 2.4, 3.1.1-3.1.2, Appendix B.1) lives here, as
+two switches (`search_hparams`): `search.consistent_regularisers` searches with the
+retraining regularisers (cutout, the drop-path schedule, the auxiliary head and its
+weight; Table 1's method, where turning it off is the "w/o consistency" row), and
+`search.consistent_size` searches at the retraining depth and width (S2: 20 cells,
+C=36) instead of `search.cells` / `search.c` (S1, S3: 8 cells, C=16). DARTS used
+neither.
 
 Each task validates its config in one place before any data is read or anything
 compiles: `validate_search` / `validate_train` for the image task here,
@@ -86,6 +89,17 @@ def make_estimator(section, *, weight_decay: float, momentum: float = 0.0):
 
 @dataclasses.dataclass(frozen=True)
 class NetworkHParams:
+  """A network's size and the regularisers it is trained with.
+
+  Attributes:
+    cells: depth.
+    c: base width.
+    cutout: cutout length of the training batches (0 = none).
+    drop_path: final rate of the drop-path ramp over the run's epochs (0 = none).
+    auxiliary: whether the auxiliary head is built and trained.
+    aux_weight: weight of its loss (0 without the head).
+  """
+
   cells: int
   c: int
   cutout: int
@@ -95,15 +109,30 @@ class NetworkHParams:
 
 
 def retrain_hparams(config) -> NetworkHParams:
+  """The retrain network's: `model.cells`, `model.c` and the `train` regularisers."""
   t = config.train
-  return NetworkHParams(config.model.cells, config.model.c, t.cutout, t.drop_path,
-                        t.auxiliary, t.aux_weight)
+  return NetworkHParams(int(config.model.cells), int(config.model.c), int(t.cutout),
+                        float(t.drop_path), bool(t.auxiliary),
+                        float(t.aux_weight) if t.auxiliary else 0.0)
 
 
 def search_hparams(config) -> NetworkHParams:
-  if config.search.consistency:
-    return retrain_hparams(config)
-  return NetworkHParams(config.search.cells, config.search.c, 0, 0.0, False, 0.0)
+  """The search network's size and regularisers under the two consistency switches.
+
+  Args:
+    config: an image config (configs/base.py).
+
+  Returns:
+    Depth and width: the retrain network's with `search.consistent_size`, else
+    `search.cells` / `search.c`. Regularisers: the retrain network's with
+    `search.consistent_regularisers` (drop-path then ramps to `train.drop_path`
+    over the *search* epochs), else none, as DARTS's search.
+  """
+  s, retrain = config.search, retrain_hparams(config)
+  size = ((retrain.cells, retrain.c) if s.consistent_size else (int(s.cells), int(s.c)))
+  if s.consistent_regularisers:
+    return dataclasses.replace(retrain, cells=size[0], c=size[1])
+  return NetworkHParams(*size, cutout=0, drop_path=0.0, auxiliary=False, aux_weight=0.0)
 
 
 def load_topology(path: str) -> dict:

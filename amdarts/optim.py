@@ -3,6 +3,7 @@
     direction_tx = optim.sgd(momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
     lr = optim.epoch_schedule('cosine', base=0.025, minimum=0.001, epochs=50,
                               steps_per_epoch=390)
+    rate = optim.drop_path_schedule(0.2, epochs=50, steps_per_epoch=390)
     ...
     direction, opt_state = direction_tx.update(grads, opt_state, params)
     params = optim.apply_lr(params, direction, lr(step))
@@ -17,7 +18,7 @@ A leaf module: drivers import it, it imports no driver.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -127,3 +128,35 @@ def epoch_schedule(kind: str = 'cosine', *, base: float, epochs: int, steps_per_
     return lr
 
   return schedule
+
+
+def drop_path_schedule(final_rate: float, *, epochs: int,
+                       steps_per_epoch: int) -> Callable[[Any], Any]:
+  """DARTS's drop-path ramp, final_rate · e / E with e = step // steps_per_epoch.
+
+  The rate of epoch e (0-based) of E, constant within the epoch, as DARTS's
+  `drop_path_prob * epoch / epochs`: 0 in the first epoch, final_rate·(E−1)/E in
+  the last. Retraining ramps over its epochs, the search (with the retraining
+  regularisers) over the search epochs.
+
+  Args:
+    final_rate: the rate the ramp heads for (`train.drop_path`).
+    epochs: E.
+    steps_per_epoch: optimizer steps per epoch.
+
+  Returns:
+    step -> rate; traceable, so a jitted step computes it from its own step
+    counter and does not retrace as it rises. For `final_rate == 0` it returns the
+    python number 0.0, which the networks read as "no drop-path" at trace time.
+
+  Raises:
+    ValueError: for a rate outside [0, 1) or a non-positive length.
+  """
+  if not 0 <= final_rate < 1:
+    raise ValueError(f'drop-path rate must lie in [0, 1), got {final_rate}')
+  if epochs < 1 or steps_per_epoch < 1:
+    raise ValueError(f'need at least one epoch of at least one step, got {epochs} epochs '
+                     f'of {steps_per_epoch} steps')
+  if not final_rate:
+    return lambda step: 0.0
+  return lambda step: final_rate * (step // steps_per_epoch) / epochs

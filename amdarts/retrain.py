@@ -10,8 +10,9 @@ rising linearly from 0 to `train.drop_path` over training, auxiliary head weight
 'imagenet'`) builds `NetworkImageNet`; configs/imagenet.py holds the paper's schedule
 (Section 3.2) and label smoothing.
 
-With `search.consistency` the search network used the same depth, width, cutout,
-drop-path and auxiliary head as this network (config_lib.retrain_hparams).
+With `search.consistent_regularisers` the search used this network's cutout,
+drop-path schedule and auxiliary head, and with `search.consistent_size` its depth and
+width (config_lib.search_hparams).
 
 The run is data parallel over all devices (amdarts.parallel): one jitted step with the batch
 sharded on its first axis and parameters replicated, so batch norm sees the global
@@ -143,8 +144,9 @@ def step_config(config, steps_per_epoch: int) -> StepConfig:
 
 
 def drop_path_rate(hp: StepConfig, step):
-  """DARTS: drop_path · epoch / epochs, fixed within an epoch."""
-  return hp.drop_path * (step // hp.steps_per_epoch) / hp.epochs
+  """DARTS: drop_path · epoch / epochs, fixed within an epoch (`optim.drop_path_schedule`)."""
+  return optim.drop_path_schedule(hp.drop_path, epochs=hp.epochs,
+                                  steps_per_epoch=hp.steps_per_epoch)(step)
 
 
 def init_state(net: network_lib.Network, hp: StepConfig, seed: int,

@@ -108,6 +108,9 @@ class Searcher:
     self.steps_per_epoch = steps_per_epoch
     self.lr = optim.epoch_schedule('cosine', base=s.w_lr, minimum=s.w_lr_min,
                                    epochs=s.epochs, steps_per_epoch=steps_per_epoch)
+    # Retraining's ramp over the search epochs (with search.consistent_regularisers).
+    self.drop_path = optim.drop_path_schedule(self.hp.drop_path, epochs=s.epochs,
+                                              steps_per_epoch=steps_per_epoch)
     self.w_tx = optim.sgd(momentum=s.w_momentum, weight_decay=s.w_wd, grad_clip=s.grad_clip)
     self.a_tx = optim.adam(s.a_lr, b1=s.a_b1, b2=s.a_b2, weight_decay=s.a_wd)
     self.estimator = config_lib.make_estimator(s, weight_decay=s.w_wd, momentum=s.w_momentum)
@@ -139,7 +142,7 @@ class Searcher:
   def alpha_step(self, state: SearchState, train_batch, val_batch):
     """One α update with the configured estimator; returns (α, α opt state, aux)."""
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 0)
-    loss_fn = make_loss_fn(self.net, rng, self._aux_weight, self.hp.drop_path)
+    loss_fn = make_loss_fn(self.net, rng, self._aux_weight, self.drop_path(state.step))
     g_alpha, est = self.estimator(loss_fn, state.params, state.alpha, state.model_state,
                                   train_batch, val_batch, self.context(state))
     updates, a_opt = self.a_tx.update(g_alpha, state.alpha_opt_state, state.alpha)
@@ -148,7 +151,7 @@ class Searcher:
   def weight_step(self, state: SearchState, alpha, train_batch):
     """One ω update at architecture `alpha`; returns (params, BN state, opt state, aux)."""
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
-    loss_fn = make_loss_fn(self.net, rng, self._aux_weight, self.hp.drop_path)
+    loss_fn = make_loss_fn(self.net, rng, self._aux_weight, self.drop_path(state.step))
     (loss, (batch_stats, m)), g_w = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, alpha, train_batch, state.model_state)
     direction, w_opt = self.w_tx.update(g_w, state.opt_state, state.params)
@@ -164,6 +167,7 @@ class Searcher:
         'val_acc': est['val_aux'][1]['accuracy'], 'alpha_grad_norm': optax.tree.norm(g_alpha),
         'g1_norm': optax.tree.norm(est['g1']), 'g2_norm': optax.tree.norm(est['g2']),
         'w_grad_norm': optax.tree.norm(g_w), 'lr': self.lr(state.step),
+        'drop_path': jnp.asarray(self.drop_path(state.step), jnp.float32),
     }
     sums = {k: state.sums[k] + (1.0 if k == 'count' else metrics[k]) for k in EPOCH_SUMS}
     new_state = state.replace(step=state.step + 1, params=params, model_state=batch_stats,
@@ -198,6 +202,20 @@ def get_searcher(config, image_shape, num_classes, steps_per_epoch, mesh) -> Sea
   """A Searcher shared by runs of the same config in one process (compiled once)."""
   return loop.cached(_searcher_from_json, config.to_json(), tuple(image_shape), num_classes,
                      steps_per_epoch, mesh)
+
+
+def search_augment(config) -> data_lib.Augment:
+  """The augmentation of both search halves (α's batches as well as ω's).
+
+  Args:
+    config: an image config.
+
+  Returns:
+    DARTS's pad-4 random crop and flip (`data.flip`), plus the retraining cutout
+    (`train.cutout`) with `search.consistent_regularisers`.
+  """
+  return data_lib.Augment(crop_padding=4, flip=bool(config.data.flip),
+                          cutout_length=config_lib.search_hparams(config).cutout)
 
 
 def load_search_data(config) -> tuple[data_lib.Dataset, data_lib.Dataset]:
@@ -325,8 +343,7 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
   if spe < 1:
     raise ValueError(f'search.batch_size={s.batch_size} exceeds the search split '
                      f'({min(len(search_train), len(search_val))} examples)')
-  augment = data_lib.Augment(crop_padding=4, flip=config.data.flip,
-                             cutout_length=config_lib.search_hparams(config).cutout)
+  augment = search_augment(config)
   searcher = get_searcher(config, search_train.image_shape, search_train.num_classes, spe,
                           mesh)
 

@@ -251,6 +251,11 @@ class SuperNetModule(nn.Module):
       s0, s1 = s1, cell(s0, s1, arch[key], train, drop_path_rate)
       reduction_prev = reduction
       if self.auxiliary and train and i == 2 * self.spec.num_cells // 3:
+        # Its 5×5 valid pooling would silently give an empty feature vector.
+        if min(s1.shape[1:3]) < 5:
+          raise ValueError(
+              f'the auxiliary head needs at least 5x5 features after cell {i}, got '
+              f'{s1.shape[1]}x{s1.shape[2]}; use larger images or train.auxiliary=False')
         aux_logits = ops_lib.AuxiliaryHeadCIFAR(self.num_classes, name=ops_lib.AUX_HEAD)(
             s1, train)
     x = jnp.mean(s1, axis=(1, 2))

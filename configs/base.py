@@ -1,9 +1,12 @@
 """Shared defaults: one config describes both search and retraining.
 
-The paper's CIFAR-10 setting (Section 3.1, DARTS's hyper-parameters). Variants import
-this module and override fields; every field is commented here. With
-`search.consistency=True` the search network takes the retrain network's depth,
-width, cutout, drop-path and auxiliary head (Section 3.1.2, Appendix B.1).
+The paper's method on CIFAR-10 in space S1 (Section 3.1, DARTS's hyper-parameters):
+the amended gradient (eq. 5, η = 0.1) and hyper-parameter consistency of the
+regularisers: the 8-cell, C=16 search network trains with the retraining network's
+cutout, drop-path schedule and auxiliary head (Table 1, Appendix B.1). Variants
+import this module (or configs/cifar_s1.py) and override fields; every field is
+commented here. `search.consistent_size=True` also searches at the retraining depth
+and width (S2, Section 3.1.2).
 """
 
 import ml_collections
@@ -32,7 +35,8 @@ def get_config():
   c.space.topology = ''  # JSON of searched input pairs for operator search on them.
   c.space.steps = 4  # Intermediate nodes per cell.
 
-  # The retrain (evaluation) network; also the search network under consistency.
+  # The retrain (evaluation) network; also the search network's size with
+  # search.consistent_size.
   c.model = ml_collections.ConfigDict()
   c.model.kind = ''  # 'cifar' or 'imagenet' network; '' = from data.name.
   c.model.cells = 20  # Depth.
@@ -41,9 +45,14 @@ def get_config():
   c.model.depthwise = 'native'  # 'native' grouped conv (GPU) or 'shifted' (fast on CPU).
 
   c.search = ml_collections.ConfigDict()
-  c.search.consistency = False  # Search with the retrain depth/width/regularisers.
-  c.search.cells = 8  # Depth of the search network without consistency.
-  c.search.c = 16  # Width of the search network without consistency.
+  # Hyper-parameter consistency (Appendix B.1) is two independent switches. The first:
+  # search with train.cutout, the train.drop_path ramp (over the search epochs) and the
+  # auxiliary head (train.aux_weight); False searches with none, as DARTS ("w/o
+  # consistency" in Table 1). The second: search at model.cells / model.c (S2).
+  c.search.consistent_regularisers = True  # The retraining regularisers in search.
+  c.search.consistent_size = False  # The retraining depth and width in search.
+  c.search.cells = 8  # Depth of the search network without consistent_size.
+  c.search.c = 16  # Width of the search network without consistent_size.
   c.search.epochs = 100  # Search length.
   c.search.batch_size = 96  # Global batch, split over all devices.
   c.search.estimator = 'amended_exact'  # See amdarts.hypergrad.ESTIMATORS.
@@ -79,8 +88,8 @@ def get_config():
   c.train.w_wd = 3e-4  # L2 on ω added to the clipped gradient (torch SGD weight_decay).
   c.train.grad_clip = 5.0  # Global-norm clip of the weight gradient (0 = off).
   c.train.cutout = 16  # Cutout length (0 = off).
-  c.train.drop_path = 0.2  # Final drop-path rate, rising linearly over training.
-  c.train.auxiliary = True  # Auxiliary head at 2/3 depth.
+  c.train.drop_path = 0.2  # Final drop-path rate, rising linearly over training (and search).
+  c.train.auxiliary = True  # Auxiliary head at 2/3 depth (and in search, see above).
   c.train.aux_weight = 0.4  # Weight of the auxiliary head's loss.
   c.train.label_smoothing = 0.0  # ε of the smoothed training targets (ImageNet: 0.1).
 

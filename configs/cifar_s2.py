@@ -1,7 +1,8 @@
 """S2 on CIFAR-10: 20 cells, C=36, one α per cell, ops {skip_connect, sep_conv_3x3}.
 
-Searches directly in the retrain network (hyper-parameter consistency: the same
-depth, width, cutout, drop-path and auxiliary head in search and retraining).
+Searches directly in the retrain network (hyper-parameter consistency of both
+kinds: the same depth and width, and the same cutout, drop-path schedule and
+auxiliary head in search and retraining).
 Fixed edges (node j <- c_{k-2} and its predecessor) by default; searched edges are
 two runs:
 
@@ -18,13 +19,13 @@ two runs:
 The paper reports 1.1 GPU-days (fixed) and 3.1 (searched) on V100s.
 """
 
-from configs import base
+from configs import cifar_s1
 
 
 def get_config():
-  c = base.get_config()
+  c = cifar_s1.get_config()
   c.space.name = 's2'
   c.space.shared = False
   c.space.edge_mode = 'fixed'
-  c.search.consistency = True
+  c.search.consistent_size = True  # 20 cells, C=36; regularisers as in cifar_s1.
   return c

@@ -184,7 +184,7 @@ def _preprocess_kernels(params):
 @pytest.mark.parametrize('space, shared', [('s1', True), ('s2', False)])
 def test_consistent_search_and_retrain_networks_share_their_layout(space, shared):
   config = base.get_config()
-  config.search.consistency = True
+  config.search.consistent_size = True  # With base's consistent regularisers: all of it.
   config.space.name, config.space.shared = space, shared
   config.model.cells, config.model.c = 4, 4
   hp = config_lib.search_hparams(config)
@@ -209,8 +209,8 @@ def test_consistent_search_and_retrain_networks_share_their_layout(space, shared
                                 {'params': r_params, 'batch_stats': r_state}, x)
   assert len(search_shapes) == 4 and search_shapes == retrain_shapes
   assert _preprocess_kernels(s_params) == _preprocess_kernels(r_params)
-  # Without consistency the search network is DARTS's shallower, narrower one.
-  config.search.consistency = False
+  # Without consistent_size the search network is DARTS's shallower, narrower one.
+  config.search.consistent_size = False
   assert config_lib.search_hparams(config).cells == 8 != retrain_net.num_cells
 
 

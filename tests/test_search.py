@@ -159,6 +159,26 @@ def test_every_estimator_takes_a_search_step(estimator):
   assert min(jax.tree.leaves(moved)) > 0
 
 
+def test_drop_path_ramps_over_the_search_epochs_without_retracing():
+  """With the retraining regularisers the rate is train.drop_path · epoch / epochs."""
+  config = tiny_config(**{'search.consistent_regularisers': True, 'train.auxiliary': False,
+                          'train.cutout': 4, 'train.drop_path': 0.3, 'search.epochs': 3,
+                          'search.estimator': 'first_order'})
+  train, val = search.load_search_data(config)
+  searcher = search.Searcher(config, train.image_shape, train.num_classes, 2)
+  # Placed as the loop places it, so that the first call sees the layout of the rest.
+  state = search.parallel.put_replicated(searcher.init(0), searcher.mesh)
+  rates = []
+  for step in range(6):  # Epochs 0, 0, 1, 1, 2, 2 at 2 steps per epoch.
+    batch = lambda ds: data_lib.batch_at(ds, 0, step % 3, batch_size=8, seed=0)
+    state, metrics = searcher.step_fn(state, batch(train), batch(val))
+    rates.append(float(metrics['drop_path']))
+    assert np.isfinite(float(metrics['train_loss']))
+  np.testing.assert_allclose(rates, [0, 0, 0.1, 0.1, 0.2, 0.2], rtol=1e-6)
+  assert searcher.step_fn._cache_size() == 1  # One compilation for every rate.
+  assert search.search_augment(config).cutout_length == 4
+
+
 @pytest.mark.parametrize('space,edge_mode,shared', [
     ('s1', 'pruned', True), ('s2', 'fixed', False), ('s2', 'searched', False)])
 def test_spaces_and_edge_modes_run_a_step(space, edge_mode, shared):
