@@ -378,6 +378,14 @@ def derive(spec: spaces.SpaceSpec, arch: Mapping[str, Any]) -> AnyGenotype:
 
 # ----------------------------------------------------------------------------------
 # Statistics for the search logs.
+#
+# The paper's Fig. 1 / Fig. 8 curves and Table 1's #P are statistics of the *normal*
+# cell: `statistics` logs them under plain names and the pooled (normal and
+# reduction cells) and reduction-cell versions under explicit suffixes.
+
+# Which cells a statistic covers: the normal cells only (the paper's), the reduction
+# cells only, or all cells (a `Genotype`'s two cells each once).
+CELLS = {'normal': False, 'reduce': True, 'all': None}
 
 
 def _kept_ops(genotype: AnyGenotype, reduction: bool | None) -> list[str]:
@@ -385,8 +393,8 @@ def _kept_ops(genotype: AnyGenotype, reduction: bool | None) -> list[str]:
           if reduction is None or cell.reduction == reduction for op, _ in cell.genes]
 
 
-def skip_share(genotype: AnyGenotype, reduction: bool | None = None) -> float:
-  """Fraction of kept ops that are skip_connect (the collapse signal of Fig. 1).
+def skip_ratio(genotype: AnyGenotype, reduction: bool | None = None) -> float:
+  """Fraction of kept ops that are skip_connect (Fig. 1, green, on normal cells).
 
   Args:
     genotype: either kind; a `Genotype` counts its normal and reduction cell once.
@@ -402,6 +410,9 @@ def skip_share(genotype: AnyGenotype, reduction: bool | None = None) -> float:
 def num_parametric(genotype: AnyGenotype, reduction: bool | None = None) -> int:
   """Number of kept parametric ops (`ops.REGISTRY[op].parametric`: the convolutions).
 
+  Table 1's #P is this count on the normal cell (`reduction=False`) of a `Genotype`;
+  a `PerCellGenotype` sums over all of its cells of the kind.
+
   Args:
     genotype: either kind.
     reduction: None for all cells, True/False for reduction/normal cells only.
@@ -412,18 +423,56 @@ def num_parametric(genotype: AnyGenotype, reduction: bool | None = None) -> int:
   return sum(ops_lib.REGISTRY[op].parametric for op in _kept_ops(genotype, reduction))
 
 
-def none_weight(spec: spaces.SpaceSpec, arch: Mapping[str, Any]) -> float:
-  """Mean softmax weight of `none` over all edges of all cell keys (Fig. 1, red).
+def none_weight(spec: spaces.SpaceSpec, arch: Mapping[str, Any],
+                reduction: bool | None = None) -> float:
+  """Mean softmax weight of `none` over the edges of the chosen cells (Fig. 1, red).
 
   Args:
     spec: the search space.
     arch: architecture pytree.
+    reduction: None for all cell keys, True/False for the keys of reduction/normal
+      cells only (with α shared by cell type, 'reduce' / 'normal').
 
   Returns:
-    The mean weight; 0.0 when the space has no `none` op.
+    The mean weight; 0.0 when the space has no `none` op or no such cell.
   """
   if 'none' not in spec.ops:
     return 0.0
+  kind = {spec.cell_key(i): spec.is_reduction(i) for i in range(spec.num_cells)}
+  keys = [key for key in spec.cell_keys if reduction is None or kind[key] == reduction]
+  if not keys:
+    return 0.0
   k = spec.ops.index('none')
-  weights = np.concatenate([_alpha_weights(spec, arch, key)[:, k] for key in spec.cell_keys])
+  weights = np.concatenate([_alpha_weights(spec, arch, key)[:, k] for key in keys])
   return float(weights.mean())
+
+
+def statistics(spec: spaces.SpaceSpec, arch: Mapping[str, Any],
+               genotype: AnyGenotype) -> dict[str, float]:
+  """The search-log statistics of an architecture and its derived genotype.
+
+  Names (the metric names of `metrics.jsonl`'s epoch records):
+
+    none_weight      average weight of `none` over the normal-cell edges (Fig. 1, 8)
+    skip_ratio       ratio of skip_connect among the kept normal-cell ops (Fig. 1, 8)
+    num_parametric   #P: parametric ops (convolutions) kept in the normal cell
+                     (Table 1; a per-cell genotype: summed over its normal cells)
+
+  and the same with `_reduce` (reduction cells only) and `_all` (normal and
+  reduction cells pooled; a `Genotype`'s two cells each once).
+
+  Args:
+    spec: the search space.
+    arch: architecture pytree (host or device arrays).
+    genotype: `derive(spec, arch)`.
+
+  Returns:
+    {name: value}, nine entries.
+  """
+  out = {}
+  for cells, reduction in CELLS.items():
+    suffix = '' if cells == 'normal' else f'_{cells}'
+    out['none_weight' + suffix] = none_weight(spec, arch, reduction)
+    out['skip_ratio' + suffix] = skip_ratio(genotype, reduction)
+    out['num_parametric' + suffix] = float(num_parametric(genotype, reduction))
+  return out

@@ -1,6 +1,6 @@
 """Figures: the search curves of Fig. 1 and drawings of genotype cells.
 
-    search_curves(history, path)      none weight, skip share, parametric ops, accuracy
+    search_curves(history, path)      normal cell: none weight, skip ratio, #P; accuracy
     draw_genotype(genotype, path)     the cell(s) of a genotype, PNG or SVG
 
 Matplotlib is imported inside the functions, on its Agg canvas (no pyplot, no
@@ -17,20 +17,28 @@ from amdarts import genotypes
 from amdarts import ops as ops_lib
 
 
-def search_curves(history: Sequence[dict], path: str) -> None:
-  """Average `none` weight, skip-connect share, parametric ops and super-net accuracy.
+def search_curves(history: Sequence[dict], path: str):
+  """Fig. 1's statistics of the normal cell, and the super-net accuracy, per epoch.
+
+  The normal cell's average `none` weight, ratio of skip_connect among its kept ops
+  and #P (`genotypes.statistics`: `none_weight`, `skip_ratio`, `num_parametric`),
+  as the paper plots them; the pooled and reduction-cell versions stay in the
+  records only.
 
   Args:
     history: the per-epoch records of metrics.jsonl (kind 'epoch').
     path: output PNG.
+
+  Returns:
+    The matplotlib Figure (saved to `path` already).
   """
   from matplotlib.figure import Figure  # No pyplot: no global state, no display.
 
   epochs = [r['epoch'] for r in history]
   panels = (
-      ('none_weight', 'average weight of none'),
-      ('skip_share', 'share of skip_connect among kept ops'),
-      ('num_parametric', 'parametric ops kept'),
+      ('none_weight', 'normal cell: average weight of none'),
+      ('skip_ratio', 'normal cell: ratio of skip_connect kept'),
+      ('num_parametric', 'normal cell: parametric ops kept (#P)'),
       (('train_acc', 'val_acc', 'eval_acc'), 'super-net accuracy'),
   )
   fig = Figure(figsize=(13, 3.2))
@@ -44,6 +52,7 @@ def search_curves(history: Sequence[dict], path: str) -> None:
       ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
+  return fig
 
 
 # ----------------------------------------------------------------------------------

@@ -272,13 +272,9 @@ class EpochRecord(loop.Hook):
     alpha = jax.device_get(state.alpha)
     record = {k: float(sums[k]) / count for k in EPOCH_SUMS if k != 'count'}
     record.update(self.evaluate(state))
-    record.update({
-        'epoch': run.epoch + 1,
-        'none_weight': geno_lib.none_weight(searcher.spec, alpha),
-        'skip_share': geno_lib.skip_share(genotype),
-        'num_parametric': geno_lib.num_parametric(genotype),
-        'genotype': genotype_text.to_darts_string(genotype),
-    })
+    record.update(geno_lib.statistics(searcher.spec, alpha, genotype))  # Normal cell & co.
+    record.update({'epoch': run.epoch + 1,
+                   'genotype': genotype_text.to_darts_string(genotype)})
     metrics_lib.check_finite(run.step, {k: v for k, v in record.items()
                                         if isinstance(v, float)})
     run.writer.write(run.step, record, kind='epoch')

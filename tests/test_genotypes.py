@@ -155,16 +155,16 @@ def test_per_cell_space_without_none():
                               ('skip_connect', 0), ('skip_connect', 2))
   assert g.cells[1].genes == (('sep_conv_3x3', 0), ('sep_conv_3x3', 1),
                               ('skip_connect', 0), ('sep_conv_3x3', 2))
-  assert genotypes.skip_share(g) == pytest.approx(8 / 12)
-  assert genotypes.skip_share(g, reduction=False) == pytest.approx(3 / 4)
+  assert genotypes.skip_ratio(g) == pytest.approx(8 / 12)
+  assert genotypes.skip_ratio(g, reduction=False) == pytest.approx(3 / 4)
   assert genotypes.num_parametric(g, reduction=True) == 3
   assert genotype_text.from_darts_string(genotype_text.to_darts_string(g)) == g
 
 
 def test_statistics():
-  assert genotypes.skip_share(genotypes.DARTS_V2) == pytest.approx(5 / 16)
-  assert genotypes.skip_share(genotypes.DARTS_V2, reduction=False) == pytest.approx(2 / 8)
-  assert genotypes.skip_share(genotypes.DARTS_V1) == pytest.approx(6 / 16)
+  assert genotypes.skip_ratio(genotypes.DARTS_V2) == pytest.approx(5 / 16)
+  assert genotypes.skip_ratio(genotypes.DARTS_V2, reduction=False) == pytest.approx(2 / 8)
+  assert genotypes.skip_ratio(genotypes.DARTS_V1) == pytest.approx(6 / 16)
   assert genotypes.num_parametric(genotypes.DARTS_V2) == 6
   assert genotypes.num_parametric(genotypes.DARTS_V2, reduction=True) == 0
   s3 = spaces.SpaceSpec(ops=spaces.SPACE_OPS['s3'], num_cells=1, steps=1)
@@ -176,6 +176,32 @@ def test_statistics():
   g = genotypes.derive(s3, {'normal': {'alpha': alpha}})
   assert g.reduce == () and g.reduce_concat == ()  # one cell: no reduction cell.
   assert genotype_text.from_json(genotype_text.to_json(g)) == g
+
+
+def test_statistics_are_the_normal_cells_with_pooled_and_reduction_versions():
+  # S3 in 3 cells: cell 0 normal, cells 1 and 2 reduction; 2 edges per cell (1 node).
+  spec = spaces.SpaceSpec(ops=spaces.SPACE_OPS['s3'], num_cells=3, steps=1)
+  log2 = float(np.log(2.0))
+  # none weights: normal 1/3 and 1/2 (mean 5/12); reduce 2 / (3 + e) on both edges.
+  r = 2 / (3 + np.e)
+  arch = {'normal': {'alpha': _alpha(2, {(1, 'none'): log2}, ops=spec.ops)},
+          'reduce': {'alpha': _alpha(2, {(0, 'none'): log2, (1, 'none'): log2,
+                                         (0, 'skip_connect'): 1.0, (1, 'skip_connect'): 1.0},
+                                     ops=spec.ops)}}
+  genotype = genotypes.derive(spec, arch)
+  # Ties go to the first non-none op: sep_conv_3x3 in the normal cell; skips in reduce.
+  assert genotype.normal == (('sep_conv_3x3', 0), ('sep_conv_3x3', 1))
+  assert genotype.reduce == (('skip_connect', 0), ('skip_connect', 1))
+  stats = genotypes.statistics(spec, arch, genotype)
+  assert stats == pytest.approx({
+      'none_weight': 5 / 12, 'none_weight_reduce': r, 'none_weight_all': (5 / 6 + 2 * r) / 4,
+      'skip_ratio': 0.0, 'skip_ratio_reduce': 1.0, 'skip_ratio_all': 0.5,
+      'num_parametric': 2.0, 'num_parametric_reduce': 0.0, 'num_parametric_all': 2.0})
+  # Per-cell α: the normal-cell keys are the cells that are not reductions.
+  per_cell = spaces.SpaceSpec(ops=spec.ops, num_cells=3, steps=1, shared=False)
+  arch = {'cell_00': arch['normal'], 'cell_01': arch['reduce'], 'cell_02': arch['reduce']}
+  assert genotypes.none_weight(per_cell, arch, reduction=False) == pytest.approx(5 / 12)
+  assert genotypes.none_weight(per_cell, arch) == pytest.approx((5 / 6 + 4 * r) / 6)
 
 
 def test_derive_rejects_wrong_alpha_shape():

@@ -64,10 +64,16 @@ def test_outputs(reference_run):
   workdir, genotype = reference_run
   epochs = metrics_lib.read_jsonl(os.path.join(workdir, 'metrics.jsonl'), kind='epoch')
   assert [r['epoch'] for r in epochs] == [1, 2]
-  for key in ('none_weight', 'skip_share', 'num_parametric', 'train_loss', 'val_loss',
+  for key in ('none_weight', 'skip_ratio', 'num_parametric', 'none_weight_all',
+              'skip_ratio_reduce', 'num_parametric_all', 'train_loss', 'val_loss',
               'train_acc', 'val_acc', 'eval_acc', 'alpha_grad_norm', 'genotype'):
     assert key in epochs[-1], key
   assert 0 < epochs[-1]['none_weight'] < 1
+  # The paper's statistics are the normal cell's (genotypes.statistics).
+  final = genotypes.statistics(search.config_lib.space_spec(tiny_config()),
+                               final_alpha(workdir), genotype)
+  assert {k: epochs[-1][k] for k in final} == pytest.approx(final)
+  assert epochs[-1]['num_parametric'] == genotypes.num_parametric(genotype, reduction=False)
   steps = [r['step'] for r in metrics_lib.read_jsonl(os.path.join(workdir, 'metrics.jsonl'),
                                                      kind='train')]
   assert steps == list(range(1, 7))
