@@ -46,7 +46,8 @@ def get_config():
   c.reg.dropouth = 0.25  # Dropout on recurrent states entering W0 and W_i.
   c.reg.dropoutx = 0.75  # Dropout on the cell input x_t.
   c.reg.dropouti = 0.2  # Locked dropout on the embeddings.
-  c.reg.dropoute = 0.1  # Word dropout on the embedding matrix.
+  c.reg.dropoute = 0.0  # Word dropout on the embedding matrix (reference: 0 in both
+  # train_search.py and train.py; 0.1 is only its model class's unused default).
   c.reg.ar = 0.0  # Activation regularisation on dropped outputs (reference: off).
   c.reg.tar = 1e-3  # Temporal activation regularisation (slowness) on raw outputs.
 

@@ -410,7 +410,10 @@ def test_configs_share_regularisers_and_name_bad_fields():
   hparams.validate(ptb_demo.get_config(), search=True)
   # Consistency (Section 3.3 (ii)): search regularises as evaluation does.
   assert hparams.regularisers(c, search=True) == hparams.regularisers(c, search=False)
-  assert hparams.regularisers(c, search=True).dropouts.embed == 0.1
+  # Word dropout is off in search and evaluation, as the reference's scripts run them.
+  assert hparams.search_spec(c, vocab_size=10).dropouts.embed == 0.0
+  assert hparams.eval_spec(c, 10, genotype_lib.DARTS_V2).dropouts.embed == 0.0
+  assert hparams.regularisers(ptb_demo.get_config(), search=True).dropouts.embed == 0.0
   c.search.consistency = False  # DARTS's search values.
   reg = hparams.regularisers(c, search=True)
   assert (reg.wd, reg.dropouts.embed) == (5e-7, 0.0)
