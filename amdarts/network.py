@@ -172,7 +172,8 @@ class AuxiliaryHeadImageNet(nn.Module):
     x = nn.relu(ops_lib.batch_norm(train, True, name='bn1')(ops_lib.conv(128, 1, name='conv1')(x)))
     x = nn.relu(ops_lib.conv(768, 2, name='conv2')(x))
     x = x.reshape(x.shape[0], -1)
-    return nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init, name='classifier')(x)
+    return nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init,
+                    param_dtype=ops_lib.float_dtype(), name='classifier')(x)
 
 
 class StemImageNet(nn.Module):
@@ -219,6 +220,7 @@ class NetworkModule(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool, drop_path_rate=0.0):
+    x_BxHxWxC = jnp.asarray(x_BxHxWxC, ops_lib.float_dtype())  # f32 batches, f64 params.
     if self.kind == 'cifar':
       s0 = s1 = ops_lib.StemCIFAR(self.stem_multiplier * self.c, name='stem')(x_BxHxWxC, train)
       reduction_prev = False
@@ -242,7 +244,8 @@ class NetworkModule(nn.Module):
         aux_logits = head(self.num_classes, name=ops_lib.AUX_HEAD)(s1, train)
     # Global average pooling: DARTS's AvgPool2d(7) on ImageNet's 7×7 output is the same.
     x = jnp.mean(s1, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init, name='classifier')(x)
+    logits = nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init,
+                      param_dtype=ops_lib.float_dtype(), name='classifier')(x)
     return logits, (aux_logits if train else None)
 
 

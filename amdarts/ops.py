@@ -45,6 +45,19 @@ DEPTHWISE_IMPLS = ('auto', 'native', 'shifted')
 torch_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 
+def float_dtype() -> jnp.dtype:
+  """The configured float dtype: float64 under `jax_enable_x64`, else float32.
+
+  Every parameter and batch-norm statistic of the networks is created in it and the
+  networks cast their input to it, so no leaf changes dtype in a step (which would
+  retrace a jitted step) and float64 checks run in float64 throughout.
+
+  Returns:
+    The dtype.
+  """
+  return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
 def _pad(p: int):
   return ((p, p), (p, p))
 
@@ -467,4 +480,5 @@ class AuxiliaryHeadCIFAR(nn.Module):
     x = nn.relu(batch_norm(train, True, name='bn1')(conv(128, 1, name='conv1')(x)))
     x = nn.relu(batch_norm(train, True, name='bn2')(conv(768, 2, name='conv2')(x)))
     x = x.reshape(x.shape[0], -1)
-    return nn.Dense(self.num_classes, kernel_init=torch_init, name='classifier')(x)
+    return nn.Dense(self.num_classes, kernel_init=torch_init, param_dtype=float_dtype(),
+                    name='classifier')(x)

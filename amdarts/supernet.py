@@ -239,6 +239,7 @@ class SuperNetModule(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC, arch, train: bool, drop_path_rate=0.0):
+    x_BxHxWxC = jnp.asarray(x_BxHxWxC, ops_lib.float_dtype())  # f32 batches, f64 params.
     c_curr = self.stem_multiplier * self.c
     s0 = s1 = ops_lib.StemCIFAR(c_curr, name='stem')(x_BxHxWxC, train)
     c_curr, reduction_prev, aux_logits = self.c, False, None
@@ -259,7 +260,8 @@ class SuperNetModule(nn.Module):
         aux_logits = ops_lib.AuxiliaryHeadCIFAR(self.num_classes, name=ops_lib.AUX_HEAD)(
             s1, train)
     x = jnp.mean(s1, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init, name='classifier')(x)
+    logits = nn.Dense(self.num_classes, kernel_init=ops_lib.torch_init,
+                      param_dtype=ops_lib.float_dtype(), name='classifier')(x)
     return logits, aux_logits
 
 

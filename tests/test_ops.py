@@ -158,3 +158,61 @@ def test_batch_norm_matches_torch_by_hand():
   np.testing.assert_allclose(
       np.asarray(y_eval).reshape(-1, 2),
       (xs - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var * n / (n - 1) + 1e-5), rtol=1e-5, atol=1e-5)
+
+
+_FLOAT64_SCRIPT = '''
+import collections, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {root!r} + '/tests')
+import jax
+jax.config.update('jax_enable_x64', True)  # Before any array exists.
+import numpy as np
+from amdarts import data, genotypes, parallel, retrain, search
+import test_retrain, test_search
+
+def dtypes(state):
+  return {{jax.tree_util.keystr(p): str(x.dtype)
+          for p, x in jax.tree_util.tree_leaves_with_path(state)}}
+
+def check(name, before, after):
+  floats = {{k: v for k, v in before.items() if v.startswith('float')}}
+  assert set(floats.values()) == {{'float64'}}, (name, sorted(
+      k for k, v in floats.items() if v != 'float64')[:5])
+  assert after == before, (name, sorted(k for k in before if after[k] != before[k])[:5])
+  print(name, len(floats), 'float64 leaves')
+
+config = test_search.tiny_config(**{{'search.estimator': 'first_order'}})
+train, val = search.load_search_data(config)
+s = search.Searcher(config, train.image_shape, train.num_classes, 3)
+state = parallel.put_replicated(s.init(0), s.mesh)
+before = dtypes(state)
+batch = lambda ds: data.batch_at(ds, 0, 0, batch_size=8, seed=0)  # float32 images.
+state, _ = s.step_fn(state, batch(train), batch(val))
+check('search', before, dtypes(state))
+state, _ = s.step_fn(state, batch(train), batch(val))
+assert s.step_fn._cache_size() == 1  # The second step reused the first compilation.
+
+rc = test_retrain._tiny_config()
+ds = retrain.config_lib.image_dataset(rc, 'train')
+net = retrain.create_network(rc, genotypes.DARTS_V2, ds.num_classes)
+hp = retrain.step_config(rc, 4)
+train_fn, _ = retrain.compile_steps(net, hp, parallel.data_mesh())
+state = parallel.put_replicated(retrain.init_state(net, hp, 0, ds.image_shape), s.mesh)
+before = dtypes(state)
+state, _ = train_fn(state, data.batch_at(ds, 0, 0, batch_size=8, seed=0,
+                                        augment=data.Augment(cutout_length=4)))
+check('retrain', before, dtypes(state))
+print('OK')
+'''
+
+
+def test_float64_every_leaf_keeps_its_dtype_through_a_search_and_a_retrain_step(
+    run_with_devices):
+  """Under jax_enable_x64 params, BN statistics, α and optimizer states are all float64.
+
+  A float32 leaf that turns float64 after a step (BN statistics, Dense layers and
+  BN affine parameters used to) changes the jitted step's input types: a retrace.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = run_with_devices(_FLOAT64_SCRIPT.format(root=root), 1)
+  assert out.returncode == 0 and 'OK' in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
