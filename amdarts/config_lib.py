@@ -65,6 +65,14 @@ def check_estimator(section, prefix: str = 'search') -> None:
                f'{prefix}.implicit_solver')
 
 
+def check_stop_after_unchanged(section, prefix: str = 'search') -> None:
+  """`stop_after_unchanged` is a number of epochs, 0 for off (`loop.StopWhenUnchanged`)."""
+  k = section.stop_after_unchanged
+  if not isinstance(k, int) or k < 0:
+    raise ValueError(f'{prefix}.stop_after_unchanged must be an integer >= 0 (0 = off), '
+                     f'got {k!r}')
+
+
 def make_estimator(section, *, weight_decay: float, momentum: float = 0.0):
   """The configured estimator with those of the section's values it declares bound.
 
@@ -166,6 +174,7 @@ def validate_search(config) -> None:
   s = config.search
   check_estimator(s)
   check_positive(config, ['search.epochs', 'search.batch_size'])
+  check_stop_after_unchanged(s)
   check_choice(config.model.depthwise, ops_lib.DEPTHWISE_IMPLS, 'model.depthwise')
   if not 0 < config.data.train_portion < 1:
     raise ValueError(f'data.train_portion must be in (0, 1), got {config.data.train_portion}')

@@ -88,6 +88,9 @@ class Run:
     epoch: the epoch of the current batch.
     index: the current batch's index within `epoch`.
     epoch_length: the steps of `epoch`.
+    finish: set by a hook (at an epoch's end, or at `start` when resuming a run
+      that had finished so) to finish the run there: the remaining epochs are
+      skipped and the run ends as after its last one (`end`, `finished=True`).
   """
 
   workdir: str
@@ -99,6 +102,7 @@ class Run:
   epoch: int = 0
   index: int = 0
   epoch_length: int = 0
+  finish: bool = False
 
   @property
   def epoch_end(self) -> bool:
@@ -183,6 +187,58 @@ class LogMetrics(Hook):
     run.progress.update(run.step, f'epoch {run.epoch} {self.describe(values)}')
 
 
+class StopWhenUnchanged(Hook):
+  """Finishes a run once `describe(state)` has not changed for `patience` epochs.
+
+  The paper's stopping rule for the recurrent search ("till the architecture does
+  not change for sufficiently long", Section 3.3), for any search: `describe` gives
+  the derived genotype as text. At every epoch's end the value is compared with the
+  previous epoch's; after `patience` unchanged epochs in a row the hook records
+  `{'epoch', 'unchanged_epochs', 'value'}` (kind 'stop') in metrics.jsonl and sets
+  `run.finish`, so the run ends there as after its last epoch. The count and the
+  last value are checkpointed, so a resumed run counts on, and a resumed run that
+  had finished so stays finished.
+  """
+
+  name = 'stop_when_unchanged'
+
+  def __init__(self, describe: Callable[[Any], str], patience: int, *,
+               epoch_offset: int = 0):
+    """Args:
+      describe: state -> a JSON-serialisable value (e.g. the genotype's text).
+      patience: epochs without a change that end the run (>= 1).
+      epoch_offset: added to the loop's epoch in the record, so that it reads as
+        the driver's epoch records (the image search counts those from 1).
+    """
+    if patience < 1:
+      raise ValueError(f'patience must be >= 1, got {patience}')
+    self.describe, self.patience, self.epoch_offset = describe, patience, epoch_offset
+    self.last, self.unchanged, self.stopped = None, 0, False
+
+  def start(self, run: Run, state: Any) -> None:
+    if self.stopped:
+      run.finish = True
+
+  def end_epoch(self, run: Run, state: Any) -> Any:
+    value = self.describe(state)
+    self.unchanged = self.unchanged + 1 if value == self.last else 0
+    self.last = value
+    if self.unchanged >= self.patience:
+      self.stopped = run.finish = True
+      epoch = run.epoch + self.epoch_offset
+      run.writer.write(run.step, {'epoch': epoch, 'unchanged_epochs': self.unchanged,
+                                  'value': value}, kind='stop')
+      logging.info('epoch %d: unchanged for %d epochs, finishing', epoch, self.unchanged)
+    return state
+
+  def state_dict(self) -> dict:
+    return {'last': self.last, 'unchanged': self.unchanged, 'stopped': self.stopped}
+
+  def load_state_dict(self, state: dict) -> None:
+    self.last, self.unchanged = state['last'], int(state['unchanged'])
+    self.stopped = bool(state['stopped'])
+
+
 @dataclasses.dataclass
 class Result:
   """What `run` ends with.
@@ -251,7 +307,11 @@ def run(state: Any, step_fn: StepFn, batches: Batches, hooks: Sequence[Hook], wo
       next_position = (r.epoch + 1, 0) if r.epoch_end else (r.epoch, r.index + 1)
       _save(ckpt, state, r.step, next_position, hooks, fingerprint)
 
+    next_epoch = batches.epochs.stop
     for epoch in range(epoch, batches.epochs.stop):
+      if r.finish:  # A hook ended the run at the previous epoch's end (or resume).
+        next_epoch = epoch
+        break
       r.epoch, r.epoch_length = epoch, batches.epoch_length(epoch)
       for index in range(index, r.epoch_length):
         r.index = index
@@ -276,7 +336,7 @@ def run(state: Any, step_fn: StepFn, batches: Batches, hooks: Sequence[Hook], wo
       index = 0
     for hook in hooks:
       hook.end(r, state)
-    return Result(state, r.step, batches.epochs.stop, finished=True)
+    return Result(state, r.step, next_epoch, finished=True)
   finally:  # Also on a crash: finish the checkpoint in flight.
     if progress is not None:
       progress.close()

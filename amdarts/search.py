@@ -328,7 +328,7 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
 
   Returns:
     The genotype of the final α (the final genotype files are written only when
-    every epoch is done).
+    every epoch is done, or when `search.stop_after_unchanged` ended the search).
   """
   config_lib.validate_search(config)
   s = config.search
@@ -355,6 +355,10 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
     hooks.append(Diagnostics(searcher, s.diag_every))
   hooks += [loop.LogMetrics(lambda m: f"loss {m['train_loss']:.3f} val {m['val_loss']:.3f}"),
             EpochRecord(searcher, search_val, config), Plots(searcher)]
+  if s.stop_after_unchanged:
+    hooks.append(loop.StopWhenUnchanged(
+        lambda st: genotype_text.to_darts_string(searcher.genotype(st.alpha)),
+        s.stop_after_unchanged, epoch_offset=1))
   result = loop.run(searcher.init(config.seed), lambda st, b: searcher.step_fn(st, *b),
                     loop.Batches.fixed(s.epochs, spe, get), hooks, workdir, config=config,
                     mesh=mesh, stop_after=stop_after)

@@ -53,7 +53,8 @@ def get_config():
   c.search.consistent_size = False  # The retraining depth and width in search.
   c.search.cells = 8  # Depth of the search network without consistent_size.
   c.search.c = 16  # Width of the search network without consistent_size.
-  c.search.epochs = 100  # Search length.
+  c.search.epochs = 100  # Search length (at most).
+  c.search.stop_after_unchanged = 0  # Finish once the genotype is unchanged for K epochs.
   c.search.batch_size = 96  # Global batch, split over all devices.
   c.search.estimator = 'amended_exact'  # See amdarts.hypergrad.ESTIMATORS.
   c.search.eta = 0.1  # Amending coefficient η (eq. 5).

@@ -57,6 +57,7 @@ def get_config():
   c.search.dropoute = 0.0  # Word dropout without consistency (DARTS search).
   c.search.nhid = 300  # Embedding = hidden size of the search network.
   c.search.epochs = 50  # The paper searches "till the architecture does not change".
+  c.search.stop_after_unchanged = 0  # That rule: finish after K unchanged epochs (0 = off).
   c.search.batch_size = 256  # Columns of both the training and the α (validation) stream.
   c.search.bptt = 35  # Truncated-BPTT length (bptt/2 with probability half_bptt_prob).
   c.search.half_bptt_prob = 0.05  # Probability of a bptt/2 chunk (the reference's jitter).

@@ -488,6 +488,21 @@ def test_search_lowers_validation_perplexity(tiny_corpus, tmp_path):
   assert all(r['g2_norm'] > 0 for r in train_records)  # The amended term is on.
 
 
+def test_search_stops_once_the_genotype_is_unchanged(tiny_corpus, tmp_path):
+  config = _tiny_config(tiny_corpus)
+  config.search.epochs, config.search.stop_after_unchanged = 4, 1
+  config.search.alpha_init_scale = 5.0  # A few steps cannot reorder α: no change.
+  summary = search_lib.run(config, str(tmp_path))
+  metrics_path = str(tmp_path / 'metrics.jsonl')
+  assert [r['epoch'] for r in metrics_lib.read_jsonl(metrics_path, kind='epoch')] == [1, 2]
+  stops = metrics_lib.read_jsonl(metrics_path, kind='stop')
+  assert [(r['epoch'], r['unchanged_epochs'], r['value']) for r in stops] == [
+      (2, 1, summary['genotype'])]
+  assert summary['epoch'] == 2
+  assert genotype_lib.to_darts_string(genotype_lib.load(str(tmp_path / 'genotype.json'))) == (
+      summary['genotype'])
+
+
 def _final_state(config, workdir):
   corpus = data_lib.load_corpus(config.data.data_dir)
   model = model_lib.RNNModel(hparams.search_spec(config, corpus.vocab_size))

@@ -185,6 +185,28 @@ def test_drop_path_ramps_over_the_search_epochs_without_retracing():
   assert search.search_augment(config).cutout_length == 4
 
 
+def test_search_stops_once_the_genotype_is_unchanged_and_resumes_so(tmp_path):
+  """search.stop_after_unchanged=2: finished after the 2nd epoch without a change."""
+  # α ~ 5·N(0, 1) fixes the genotype: a few Adam steps of 3e-4 cannot reorder it.
+  config = tiny_config(**{'search.epochs': 6, 'search.stop_after_unchanged': 2,
+                          'search.alpha_init_scale': 5.0, 'search.estimator': 'first_order'})
+  workdir = str(tmp_path)
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  # Interrupted inside epoch 2: the unchanged count of epoch 1 must survive the restart.
+  search.run(config, workdir, stop_after=4)
+  genotype = search.run(config, workdir)
+  assert [r['epoch'] for r in metrics_lib.read_jsonl(metrics_path, kind='epoch')] == [1, 2, 3]
+  stops = metrics_lib.read_jsonl(metrics_path, kind='stop')
+  assert [(r['epoch'], r['unchanged_epochs']) for r in stops] == [(3, 2)]
+  assert stops[0]['value'] == genotype_text.to_darts_string(genotype)
+  assert genotype_text.load(os.path.join(workdir, 'genotype.json')) == genotype  # Finished.
+  assert ckpt_lib.Checkpointer(workdir).latest_step() == 9  # 3 epochs of 3 steps.
+  # A finished search stays finished.
+  assert search.run(config, workdir) == genotype
+  assert ckpt_lib.Checkpointer(workdir).latest_step() == 9
+  assert len(metrics_lib.read_jsonl(metrics_path, kind='epoch')) == 3
+
+
 @pytest.mark.parametrize('space,edge_mode,shared', [
     ('s1', 'pruned', True), ('s2', 'fixed', False), ('s2', 'searched', False)])
 def test_spaces_and_edge_modes_run_a_step(space, edge_mode, shared):

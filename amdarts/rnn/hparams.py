@@ -121,6 +121,7 @@ def validate(config, *, search: bool) -> None:
         'search.nhid', 'search.epochs', 'search.batch_size', 'search.bptt', 'search.w_lr',
         'search.grad_clip', 'search.a_lr', 'search.eval_batch_size', 'model.steps'])
     config_lib.check_estimator(config.search)
+    config_lib.check_stop_after_unchanged(config.search)
     if not any(o != 'none' for o in config.model.ops):
       raise ValueError(f'model.ops needs an op other than none, got {tuple(config.model.ops)}')
     search_spec(config, vocab_size=1)  # Raises on unknown ops.

@@ -252,6 +252,11 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
            loop.LogMetrics(lambda m: f"train ppl {evaluation.perplexity(m['train_nll']):.1f}",
                            hint=_FINITE_HINT),
            genotypes]
+  if s.stop_after_unchanged:  # The paper's criterion: the architecture stopped changing.
+    hooks.append(loop.StopWhenUnchanged(
+        lambda st: genotype_lib.to_darts_string(
+            genotype_lib.derive(jax.device_get(st.alpha), tuple(config.model.ops))),
+        s.stop_after_unchanged))
   result = loop.run(init_state(hp, model, config.seed), step_fn, batches, hooks, workdir,
                     config=config, mesh=mesh, stop_after=stop_after)
   genotype = genotype_lib.derive(jax.device_get(result.state.alpha), tuple(config.model.ops))
