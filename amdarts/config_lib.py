@@ -155,18 +155,45 @@ def load_topology(path: str) -> dict:
     raise ValueError(f'space.topology: {path} is not a JSON map of input pairs ({e})') from e
 
 
+# `space.edge_mode` of the two-stage search of Appendix B.2 in one run: edge search
+# (`searched`), then operator search on the kept edges (`fixed`); see `stage_config`.
+TWO_STAGE = 'two_stage'
+
+
+def stage_config(config, stage: int, topology: str = ''):
+  """The config of stage 1 (edge search) or 2 (operator search) of a two-stage search.
+
+  Args:
+    config: a config with `space.edge_mode='two_stage'` (left unchanged).
+    stage: 1 or 2.
+    topology: for stage 2, the topology.json that stage 1 wrote.
+
+  Returns:
+    A copy with `space.edge_mode` 'searched' (stage 1) or 'fixed' on `topology`.
+  """
+  c = config.copy_and_resolve_references()
+  c.space.edge_mode = 'searched' if stage == 1 else 'fixed'
+  c.space.topology = topology if stage == 2 else ''
+  return c
+
+
 def space_spec(config, num_cells: int | None = None) -> spaces.SpaceSpec:
-  """The SpaceSpec of the search network (or of `num_cells` cells)."""
+  """The SpaceSpec of the search network (or of `num_cells` cells); stage 1's for two_stage."""
   s = config.space
   if s.name not in spaces.SPACE_OPS:
     raise ValueError(f'space.name must be one of {sorted(spaces.SPACE_OPS)}, got {s.name!r}')
   ops = tuple(s.ops) or spaces.SPACE_OPS[s.name]
+  check_choice(s.edge_mode, spaces.EDGE_MODES + (TWO_STAGE,), 'space.edge_mode')
+  if s.edge_mode == TWO_STAGE and s.topology:
+    raise ValueError('space.topology is written by stage 1 of space.edge_mode=two_stage; '
+                     'leave it empty')
   inputs = load_topology(s.topology) if s.topology else None
   if inputs is not None and s.edge_mode != 'fixed':
     raise ValueError('space.topology needs space.edge_mode=fixed (operator search on it)')
   cells = num_cells if num_cells is not None else search_hparams(config).cells
+  edge_mode = 'searched' if s.edge_mode == TWO_STAGE else s.edge_mode
   return spaces.SpaceSpec(ops=ops, num_cells=cells, shared=s.shared,
-                          edge_mode=s.edge_mode, steps=s.steps, inputs=inputs)
+                          edge_mode=edge_mode, steps=s.steps, inputs=inputs)
 
 
 def validate_search(config) -> None:

@@ -11,13 +11,16 @@ epoch `e` is a pure function of (seed, e, i).
 
 Outputs in the workdir: metrics.jsonl (+ TensorBoard), genotype.json / genotype.txt
 (DARTS string) per epoch under genotypes/ and final at the top, search_curves.png
-and genotype.png, checkpoints/, config.json.
+and genotype.png, checkpoints/, config.json; topology.json after an edge search
+(`searched`). A `two_stage` search keeps each stage's outputs in stage1/ and
+stage2/ and copies the final genotype and topology to the top.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 from absl import logging
@@ -27,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from amdarts import checkpoint as ckpt_lib
 from amdarts import config_lib
 from amdarts import data as data_lib
 from amdarts import genotype_text
@@ -320,17 +324,52 @@ def write_genotype(workdir: str, genotype, epoch: int | None) -> None:
 def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
   """Runs (or resumes) the search described by `config` in `workdir`.
 
+  With `space.edge_mode='two_stage'` this is the two-stage search of Appendix B.2:
+  stage 1 (edge search, `searched` mode) in `<workdir>/stage1`, which ends with its
+  `topology.json`, then stage 2 (operator search on those edges, `fixed` mode,
+  from scratch with the same hyper-parameters) in `<workdir>/stage2`; the final
+  genotype and topology are copied to the top of `workdir`. A resumed run skips a
+  finished stage 1 and resumes stage 2 from its checkpoint.
+
   Args:
     config: an image config (configs/base.py).
     workdir: output directory; an existing checkpoint in it is resumed.
-    stop_after: stop once this many steps are done (with a checkpoint); None runs
-      every epoch.
+    stop_after: stop once this many steps are done (with a checkpoint), stage 1's
+      included; None runs every epoch.
 
   Returns:
     The genotype of the final α (the final genotype files are written only when
     every epoch is done, or when `search.stop_after_unchanged` ended the search).
   """
   config_lib.validate_search(config)
+  if config.space.edge_mode == config_lib.TWO_STAGE:
+    return _run_two_stage(config, workdir, stop_after)
+  return _search(config, workdir, stop_after)[0]
+
+
+def _run_two_stage(config, workdir: str, stop_after: int | None) -> Any:
+  stage1, stage2 = os.path.join(workdir, 'stage1'), os.path.join(workdir, 'stage2')
+  topology = os.path.join(stage1, 'topology.json')
+  if os.path.exists(topology):  # Stage 1's last output: it is finished.
+    genotype = genotype_text.load(os.path.join(stage1, 'genotype.json'))
+    done = ckpt_lib.Checkpointer(stage1).latest_step()
+  else:
+    genotype, result = _search(config_lib.stage_config(config, 1), stage1, stop_after)
+    if not result.finished:
+      return genotype
+    done = result.step
+  if stop_after is not None and stop_after <= done:
+    return genotype
+  genotype, result = _search(config_lib.stage_config(config, 2, os.path.abspath(topology)),
+                             stage2, None if stop_after is None else stop_after - done)
+  if result.finished:
+    write_genotype(workdir, genotype, None)
+    shutil.copyfile(topology, os.path.join(workdir, 'topology.json'))
+  return genotype
+
+
+def _search(config, workdir: str, stop_after: int | None) -> tuple[Any, loop.Result]:
+  """One search (a validated config, not two_stage): the final genotype and loop result."""
   s = config.search
   mesh = parallel.data_mesh()
   parallel.check_batch(s.batch_size, mesh, 'search.batch_size')
@@ -365,9 +404,11 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
   genotype = searcher.genotype(result.state.alpha)
   if result.finished:
     write_genotype(workdir, genotype, None)
-    if searcher.spec.has_beta:
+    if searcher.spec.has_beta:  # Last: a two-stage run takes it as stage 1's end.
       topology = geno_lib.derive_topology(searcher.spec, jax.device_get(result.state.alpha))
-      with open(os.path.join(workdir, 'topology.json'), 'w') as f:
+      tmp = os.path.join(workdir, '.topology.json.tmp')
+      with open(tmp, 'w') as f:
         json.dump({k: [list(p) for p in v] for k, v in topology.items()}, f)
+      os.replace(tmp, os.path.join(workdir, 'topology.json'))
     print(genotype_text.to_darts_string(genotype))
-  return genotype
+  return genotype, result

@@ -31,7 +31,9 @@ def get_config():
   c.space.name = 's1'  # 's1' (8 DARTS ops), 's2' (skip, sep3x3), 's3' (sep3x3, skip, none).
   c.space.ops = ()  # Explicit op list overriding the space's; () = the space's.
   c.space.shared = True  # α shared by cell type (S1/S3) or one α per cell (S2).
-  c.space.edge_mode = 'pruned'  # 'pruned' (14 edges), 'fixed', 'searched' (β, eq. 16).
+  # 'pruned' (14 edges), 'fixed', 'searched' (β, eq. 16), 'two_stage' (searched, then
+  # fixed on the searched edges: Appendix B.2 in one run).
+  c.space.edge_mode = 'pruned'
   c.space.topology = ''  # JSON of searched input pairs for operator search on them.
   c.space.steps = 4  # Intermediate nodes per cell.
 

@@ -20,6 +20,7 @@ from amdarts import genotypes
 from amdarts import hypergrad
 from amdarts import metrics as metrics_lib
 from amdarts import search
+from amdarts import spaces
 from configs import synthetic_tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,6 +227,36 @@ def test_spaces_and_edge_modes_run_a_step(space, edge_mode, shared):
   assert genotypes.validate(genotype) == genotype
 
 
+def test_two_stage_search_runs_stage_2_on_the_stage_1_edges_and_resumes_there(
+    tmp_path, monkeypatch):
+  """space.edge_mode=two_stage: edge search, then operator search on its topology."""
+  config = tiny_config(**{'space.edge_mode': 'two_stage', 'space.steps': 2,
+                          'search.epochs': 1, 'search.estimator': 'first_order'})
+  workdir = str(tmp_path)
+  runs = []  # The workdir of every loop.run, i.e. of every stage (re)started.
+  loop_run = search.loop.run
+  def recording_run(*args, **kwargs):
+    runs.append(os.path.relpath(args[4], workdir))
+    return loop_run(*args, **kwargs)
+  monkeypatch.setattr(search.loop, 'run', recording_run)
+  search.run(config, workdir, stop_after=4)  # Stage 1's 3 steps, then 1 of stage 2.
+  assert runs == ['stage1', 'stage2']
+  assert ckpt_lib.Checkpointer(os.path.join(workdir, 'stage2')).latest_step() == 1
+  assert not os.path.exists(os.path.join(workdir, 'genotype.json'))
+  genotype = search.run(config, workdir)  # Resumed: stage 2 only.
+  assert runs == ['stage1', 'stage2', 'stage2']
+  assert ckpt_lib.Checkpointer(os.path.join(workdir, 'stage2')).latest_step() == 3
+  topology = search.config_lib.load_topology(os.path.join(workdir, 'stage1', 'topology.json'))
+  assert search.config_lib.load_topology(os.path.join(workdir, 'topology.json')) == topology
+  # Not the default edges of `fixed` mode, so stage 2 must have read the topology.
+  assert topology != {k: spaces.fixed_pairs(2) for k in topology}
+  # Stage 2 searched the ops of exactly the kept edges (sources per node, ascending).
+  for key, genes in (('normal', genotype.normal), ('reduce', genotype.reduce)):
+    assert [src for _, src in genes] == [i for pair in topology[key] for i in pair]
+  assert genotype_text.load(os.path.join(workdir, 'genotype.json')) == genotype
+  assert genotype_text.load(os.path.join(workdir, 'stage2', 'genotype.json')) == genotype
+
+
 def test_multi_device_step_equals_single_device(run_with_devices):
   """4 emulated CPU devices: sharded batch, same α update as one device."""
   script = textwrap.dedent(f"""
@@ -277,6 +308,7 @@ def test_multi_device_step_equals_single_device(run_with_devices):
     ({'model.depthwise': 'fft'}, 'depthwise'),
     ({'data.name': 'fashion_mnist', 'data.data_dir': '/nonexistent'}, 'fashion'),
     ({'space.topology': '/nonexistent.json', 'space.edge_mode': 'fixed'}, 'topology'),
+    ({'space.topology': '/x.json', 'space.edge_mode': 'two_stage'}, 'written by stage 1'),
     ({'search.batch_size': 4096}, 'exceeds the search split'),
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, overrides, match):
