@@ -1,14 +1,24 @@
 """Parameter and multiply-add counts of discrete networks, and the mobile-setting width.
 
-Multiply-adds are counted analytically from the shapes of the traced computation:
-`jax.make_jaxpr` of the evaluation forward pass (no compilation), then every
-`conv_general_dilated` contributes |output| · k_h · k_w · C_in/groups and every
-`dot_general` (the classifier) |lhs| · (free rhs dims). Batch norm, pooling,
-activations and additions are not counted (the usual conv + fc convention). By this
-count DARTS_V2 at C=48 has 529.9M multiply-adds where DARTS published 574M; its
-counter was never released and others' conv + fc counts land near 530M too
-(quark0/darts issue #46). The evaluation pass has no auxiliary head, so it is not
-counted; parameters exclude it too, as DARTS's `count_parameters_in_MB` does.
+Multiply-adds are counted analytically from the traced evaluation forward pass
+(`jax.make_jaxpr`, no compilation), by the convention of the counters DARTS-family
+papers use (ptflops, and the flops_benchmark.py it grew from, which the DARTS issue
+tracker points to), per layer kind:
+
+  * conv_fc:    |output| · k_h · k_w · C_in/groups of every convolution, |input| ·
+                outputs of every matrix product (the classifier, and the 1×1
+                convolutions traced as one), plus the classifier's bias;
+  * batch_norm: |input|, twice with the affine scale and shift;
+  * relu:       |output|;
+  * pool:       |input| of every 3×3 max / average pool and of the global average.
+
+Element-wise sums (cell nodes, skip connections) and concatenations count nothing,
+as in those counters. By this count DARTS_V2 at C=48 (ImageNet, 14 cells, 224²) has
+544.59M multiply-adds, the figure ptflops gives for DARTS's own PyTorch model
+(quark0/darts issue #46); its conv + fc part alone is 529.9M. DARTS published 574M
+with a counter it never released, which no public convention reproduces. The
+evaluation pass has no auxiliary head, so it is not counted; parameters exclude it
+too, as DARTS's `count_parameters_in_MB` does.
 
     profile(genotypes.DARTS_V2, kind='imagenet', c=48, num_cells=14,
             num_classes=1000, image_size=224)   # Profile(c=48, params=..., macs=...)
@@ -17,10 +27,12 @@ counted; parameters exclude it too, as DARTS's `count_parameters_in_MB` does.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from typing import Any, Callable, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.extend import core as jax_core
@@ -78,32 +90,74 @@ def _sub_jaxprs(params: dict):
         yield v
 
 
-def _jaxpr_macs(jaxpr) -> int:
-  total = 0
+LAYER_KINDS = ('conv_fc', 'batch_norm', 'relu', 'pool')
+
+
+def _count_jaxpr(jaxpr, counts: collections.Counter) -> None:
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
+    out = eqn.outvars[0].aval.shape if eqn.outvars else ()
     if name == 'conv_general_dilated':
       rhs = eqn.invars[1].aval.shape
-      out = eqn.outvars[0].aval.shape
       out_feature_dim = eqn.params['dimension_numbers'].rhs_spec[0]
       # The kernel's input-feature dim already holds C_in / feature_group_count.
-      total += math.prod(out) * math.prod(rhs) // rhs[out_feature_dim]
+      counts['conv_fc'] += math.prod(out) * math.prod(rhs) // rhs[out_feature_dim]
     elif name == 'dot_general':
       lhs = eqn.invars[0].aval.shape
       rhs = eqn.invars[1].aval.shape
       (_, rhs_contract), (_, rhs_batch) = eqn.params['dimension_numbers']
       free = [d for d in range(len(rhs)) if d not in (*rhs_contract, *rhs_batch)]
-      total += math.prod(lhs) * math.prod(rhs[d] for d in free)
+      counts['conv_fc'] += math.prod(lhs) * math.prod(rhs[d] for d in free)
+    elif name in ('jit', 'pjit') and eqn.params.get('name') == 'relu':  # jax.nn.relu
+      counts['relu'] += math.prod(out)
+      continue
+    elif name == 'reduce_sum' and len(eqn.invars[0].aval.shape) == 4 and (
+        tuple(eqn.params['axes']) == (1, 2)):  # Global average pooling (NHWC).
+      counts['pool'] += math.prod(eqn.invars[0].aval.shape)
     elif name in ('scan', 'while'):
       # Loops would need their trip count; the networks here have none.
       raise ValueError(f'cannot count multiply-adds inside a {name} loop')
     for sub in _sub_jaxprs(eqn.params):
-      total += _jaxpr_macs(sub)
-  return total
+      _count_jaxpr(sub, counts)
+
+
+def count_ops(fn: Callable, *args) -> dict[str, int]:
+  """Multiply-adds of `fn(*args)` per layer kind (`LAYER_KINDS`; see the module doc).
+
+  Convolutions, matrix products, ReLUs and global pooling are read off the jaxpr;
+  batch norms (`ops.BatchNorm`), 3×3 pools (`ops.Pool`) and dense biases off the
+  flax modules called while tracing, as the PyTorch counters hook modules. So the
+  modules must run when `fn` is traced: not inside a jit traced before.
+
+  Args:
+    fn: a jax-traceable function.
+    *args: its arguments (arrays or `jax.ShapeDtypeStruct`s); nothing is computed.
+
+  Returns:
+    {kind: count} for every kind, for the batch size the arguments have.
+  """
+  counts = collections.Counter({kind: 0 for kind in LAYER_KINDS})
+
+  def count_module(next_fun, fun_args, kwargs, context):
+    out = next_fun(*fun_args, **kwargs)
+    module = context.module
+    if context.method_name == '__call__':
+      if isinstance(module, ops_lib.BatchNorm):
+        counts['batch_norm'] += math.prod(fun_args[0].shape) * (2 if module.affine else 1)
+      elif isinstance(module, ops_lib.Pool):
+        counts['pool'] += math.prod(fun_args[0].shape)
+      elif isinstance(module, nn.Dense) and module.use_bias:
+        counts['conv_fc'] += math.prod(out.shape)
+    return out
+
+  with nn.intercept_methods(count_module):
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+  _count_jaxpr(jaxpr, counts)
+  return dict(counts)
 
 
 def count_macs(fn: Callable, *args) -> int:
-  """Multiply-adds of convolutions and matrix products in `fn(*args)`.
+  """Multiply-adds of `fn(*args)`: the sum of `count_ops` over the layer kinds.
 
   Args:
     fn: a jax-traceable function.
@@ -112,7 +166,7 @@ def count_macs(fn: Callable, *args) -> int:
   Returns:
     The count, for the batch size the arguments have.
   """
-  return _jaxpr_macs(jax.make_jaxpr(fn)(*args).jaxpr)
+  return sum(count_ops(fn, *args).values())
 
 
 def network_profile(net: network_lib.Network, image_shape: tuple[int, int, int]) -> Profile:

@@ -7,8 +7,8 @@
 Needs tfds `imagenet2012` prepared in ArrayRecord format under data.data_dir. The
 CIFAR-searched cells are stacked into DARTS's NetworkImageNet (14 cells, stride-8
 stems); `model.c = 0` picks the widest even C whose 224×224 forward pass stays within
-600M multiply-adds (amdarts.flops.choose_width; DARTS_V2 gets C=50, 573.5M by our
-conv+fc count). Schedule as the paper: 250 epochs of SGD, lr 0.5 decaying linearly
+600M multiply-adds (amdarts.flops.choose_width, counting as ptflops; DARTS_V2 gets
+C=50, 588.8M, where DARTS set C=48 by hand). Schedule as the paper: 250 epochs of SGD, lr 0.5 decaying linearly
 per epoch, momentum 0.9, weight decay 3e-5, label smoothing 0.1 and the auxiliary
 head (both as DARTS's train_imagenet.py). The paper reports 24.7% / 24.3% / 24.3%
 top-1 error for S1 pruned / S2 fixed / S2 searched edges (5.2M-5.5M params,
