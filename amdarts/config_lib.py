@@ -10,8 +10,10 @@ neither.
 
 Each task validates its config in one place before any data is read or anything
 compiles: `validate_search` / `validate_train` for the image task here,
-`amdarts.rnn.hparams.validate` for the recurrent one, both built on the `check_*`
-helpers below so a field is checked, and worded, the same way in every task.
+`amdarts.rnn.hparams.validate` for the recurrent one. Both first check every field's
+type and range (`amdarts.config_fields`), then what relates fields or names a
+registry entry, with the `check_*` helpers below, so a field is checked, and worded,
+the same way in every task.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from amdarts import config_fields
 from amdarts import data as data_lib
 from amdarts import hypergrad
 from amdarts import ops as ops_lib
@@ -36,15 +39,6 @@ _SYNTHETIC_EXAMPLES = 512
 # ------------------------------------------------------------------ shared checks
 
 
-def check_positive(config, names: Iterable[str]) -> None:
-  """Raises ValueError naming the first of the dotted `names` that is not > 0."""
-  for name in names:
-    section, key = name.split('.')
-    value = config[section][key]
-    if not value > 0:
-      raise ValueError(f'{name} must be positive, got {value!r}')
-
-
 def check_choice(value: Any, choices: Sequence[Any], name: str) -> None:
   """Raises ValueError unless `value` is one of `choices`."""
   if value not in choices:
@@ -52,15 +46,13 @@ def check_choice(value: Any, choices: Sequence[Any], name: str) -> None:
 
 
 def check_estimator(section, prefix: str = 'search') -> None:
-  """The estimator fields a search section shares across tasks (see `make_estimator`)."""
+  """The estimator fields a search section shares across tasks (see `make_estimator`).
+
+  Their ranges (η >= 0, ε scale > 0, ...) are `config_fields.check`'s.
+  """
   if section.estimator not in hypergrad.ESTIMATORS:
     raise ValueError(f'{prefix}.estimator must be one of {sorted(hypergrad.ESTIMATORS)}, '
                      f'got {section.estimator!r}')
-  if section.eta < 0:
-    raise ValueError(f'{prefix}.eta must be >= 0 (the amending coefficient), '
-                     f'got {section.eta}')
-  if section.eps_scale <= 0:
-    raise ValueError(f'{prefix}.eps_scale must be > 0, got {section.eps_scale}')
   check_choice(section.implicit_solver, sorted(hypergrad.SOLVERS),
                f'{prefix}.implicit_solver')
 
@@ -198,13 +190,14 @@ def space_spec(config, num_cells: int | None = None) -> spaces.SpaceSpec:
 
 def validate_search(config) -> None:
   """Raises ValueError with one line for a search config that cannot run; no heavy work."""
+  config_fields.check(config)
   s = config.search
   check_estimator(s)
-  check_positive(config, ['search.epochs', 'search.batch_size'])
   check_stop_after_unchanged(s)
   check_choice(config.model.depthwise, ops_lib.DEPTHWISE_IMPLS, 'model.depthwise')
-  if not 0 < config.data.train_portion < 1:
-    raise ValueError(f'data.train_portion must be in (0, 1), got {config.data.train_portion}')
+  if s.consistent_size and config.model.c < 1:
+    raise ValueError(f'search.consistent_size searches with model.c, which must be >= 1, '
+                     f'got {config.model.c}')
   space_spec(config)  # Unknown space/op/edge mode/topology.
 
 
@@ -214,12 +207,9 @@ def validate_train(config) -> None:
   What depends on the genotype (depth, per-cell layouts, ops) is checked when the
   network is built, still before any data is read.
   """
-  t = config.train
-  check_positive(config, ['train.epochs', 'train.batch_size', 'train.w_lr'])
-  check_choice(t.w_lr_schedule, optim.SCHEDULES, 'train.w_lr_schedule')
+  config_fields.check(config)
+  check_choice(config.train.w_lr_schedule, optim.SCHEDULES, 'train.w_lr_schedule')
   check_choice(config.model.depthwise, ops_lib.DEPTHWISE_IMPLS, 'model.depthwise')
-  if not 0 <= t.drop_path < 1 or not 0 <= t.label_smoothing < 1:
-    raise ValueError('train.drop_path and train.label_smoothing must lie in [0, 1)')
 
 
 def image_dataset(config, split: str) -> data_lib.Dataset:

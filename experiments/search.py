@@ -4,7 +4,8 @@ Flags only; `config.task` picks the driver (`amdarts.search.run` for image cells
 `amdarts.rnn.search.run` for recurrent cells), which prints the found genotype.
 Override any config field with `--config.search.epochs=3` style flags; the config is
 locked, so a typo fails. Running again with the same --workdir resumes from the
-latest checkpoint.
+latest checkpoint. Multi-host: `--coordinator`, `--num_processes`, `--process_id`
+(see amdarts.cli and the README); `--debug` shows tracebacks of input errors.
 """
 
 import os
@@ -14,10 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from amdarts import parallel  # noqa: E402
+from amdarts import cli  # noqa: E402
 from amdarts import search  # noqa: E402
 from amdarts.rnn import search as rnn_search  # noqa: E402
 
@@ -26,21 +26,16 @@ DRIVERS = {'image': search.run, 'ptb': rnn_search.run}
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config module.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory.')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator', '', 'Multi-host: address:port of process 0 (jax.distributed).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-host: this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   if config.task not in DRIVERS:
     raise app.UsageError(f'config.task must be one of {sorted(DRIVERS)}, got {config.task!r}')
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  DRIVERS[config.task](config, _WORKDIR.value)
+  cli.run(DRIVERS[config.task], config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

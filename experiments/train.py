@@ -9,6 +9,7 @@
 config.train.genotype. Rerunning with the same --workdir resumes from its latest
 checkpoint. `config.task` picks the driver: `amdarts.retrain.train_and_evaluate` for
 image cells, `amdarts.rnn.train.run` for recurrent cells; all logic lives there.
+Multi-host and `--debug` flags as experiments/search.py (amdarts.cli).
 """
 
 import os
@@ -19,9 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
+from amdarts import cli
 from amdarts import retrain
 from amdarts.rnn import train as rnn_train
 
@@ -44,8 +45,7 @@ def main(argv):
     raise app.UsageError(f'config.task must be one of {sorted(DRIVERS)}, got {config.task!r}')
   if _GENOTYPE.value:
     config.train.genotype = _GENOTYPE.value  # A locked config still takes new values.
-  logging.info('config:\n%s', config)
-  DRIVERS[config.task](config, _WORKDIR.value)
+  cli.run(DRIVERS[config.task], config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -426,7 +426,7 @@ def test_configs_share_regularisers_and_name_bad_fields():
   with pytest.raises(ValueError, match='train.genotype is empty'):
     hparams.validate(c, search=False)
   c.reg.dropouth = 1.0
-  with pytest.raises(ValueError, match='dropout rate hidden=1.0'):
+  with pytest.raises(ValueError, match=r'reg.dropouth must lie in \[0, 1\), got 1.0'):
     hparams.validate(c, search=True)
 
 

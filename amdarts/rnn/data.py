@@ -116,11 +116,15 @@ def load_corpus(data_dir: str) -> Corpus:
                 ids(_read_words(paths['test']), 'test'), tuple(index))
 
 
-def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
-  """i32[N, B]: the stream cut into B equal columns (the tail that does not fit dropped)."""
+def batchify(ids: np.ndarray, batch_size: int, what: str = 'batch size') -> np.ndarray:
+  """i32[N, B]: the stream cut into B equal columns (the tail that does not fit dropped).
+
+  `what` names the batch size in the error (a config field).
+  """
   n = len(ids) // batch_size
   if n < 2:
-    raise ValueError(f'{len(ids)} tokens are too few for batch size {batch_size}')
+    raise ValueError(f'{len(ids)} tokens are too few for {what} {batch_size} '
+                     f'(at least {2 * batch_size} needed)')
   return np.ascontiguousarray(np.asarray(ids[:n * batch_size], np.int32).reshape(batch_size, n).T)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from amdarts import config_fields
 from amdarts import config_lib
 from amdarts.rnn import genotype as genotype_lib
 from amdarts.rnn import model as model_lib
@@ -106,30 +107,26 @@ def eval_spec(config, vocab_size: int, genotype: genotype_lib.Genotype) -> model
 def validate(config, *, search: bool) -> None:
   """Checks the fields a search (or an evaluation) reads, before anything compiles.
 
+  Every field's type and range first (`config_fields.check`), then names and the
+  fields that relate to each other.
+
   Raises:
-    ValueError: naming the first bad field.
+    ValueError: naming the bad field (one line per field).
   """
   if config.task != 'ptb':
     raise ValueError(f"amdarts.rnn needs task='ptb', got {config.task!r}")
+  config_fields.check(config)
   config_lib.check_choice(config.data.name, ('ptb', 'fortunes'), 'data.name')
   if config.data.name == 'ptb' and not config.data.data_dir:
     raise ValueError('data.data_dir is empty: point it at the directory with '
                      'ptb.train.txt, ptb.valid.txt and ptb.test.txt')
   regularisers(config, search=search)  # Raises on dropout rates outside [0, 1).
   if search:
-    config_lib.check_positive(config, [
-        'search.nhid', 'search.epochs', 'search.batch_size', 'search.bptt', 'search.w_lr',
-        'search.grad_clip', 'search.a_lr', 'search.eval_batch_size', 'model.steps'])
     config_lib.check_estimator(config.search)
     config_lib.check_stop_after_unchanged(config.search)
     if not any(o != 'none' for o in config.model.ops):
       raise ValueError(f'model.ops needs an op other than none, got {tuple(config.model.ops)}')
     search_spec(config, vocab_size=1)  # Raises on unknown ops.
-  else:
-    config_lib.check_positive(config, [
-        'model.nhid', 'train.epochs', 'train.batch_size', 'train.bptt', 'train.w_lr',
-        'train.grad_clip', 'train.seq_len_bucket', 'train.eval_batch_size',
-        'train.test_batch_size', 'train.nonmono'])
-    if not config.train.genotype:
-      raise ValueError('train.genotype is empty: give the genotype.json a search wrote, a '
-                       f'DARTS-string file, or a name from {sorted(genotype_lib.NAMED)}')
+  elif not config.train.genotype:
+    raise ValueError('train.genotype is empty: give the genotype.json a search wrote, a '
+                     f'DARTS-string file, or a name from {sorted(genotype_lib.NAMED)}')
