@@ -9,7 +9,10 @@ import sys
 import time
 from typing import Mapping
 
+from absl import logging
 import numpy as np
+
+from amdarts import errors
 
 
 def _scalar(v):
@@ -21,7 +24,9 @@ class MetricWriter:
   """Appends one JSON object per record to `<workdir>/<name>.jsonl` and to TensorBoard.
 
   A resumed run first calls `truncate_after(path, step)`, so the steps it repeats are
-  not recorded twice.
+  not recorded twice. The JSONL file is the record: failing to write it fails the
+  run. TensorBoard is a view of it: a failure there is a warning and ends only the
+  TensorBoard output.
   """
 
   def __init__(self, workdir: str, name: str = 'metrics', tensorboard: bool = True):
@@ -42,19 +47,46 @@ class MetricWriter:
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
     if self._tb is not None:
-      for k, v in record.items():
-        if isinstance(v, (int, float)) and k != 'step':
-          self._tb.add_scalar(f'{kind}/{k}', v, step)
+      try:
+        for k, v in record.items():
+          if isinstance(v, (int, float)) and k != 'step':
+            self._tb.add_scalar(f'{kind}/{k}', v, step)
+      except Exception as e:  # pylint: disable=broad-except
+        self._drop_tensorboard(e)
+
+  def _drop_tensorboard(self, e: Exception) -> None:
+    logging.warning('TensorBoard output stopped (%s: %s); metrics.jsonl goes on',
+                    type(e).__name__, e)
+    tb, self._tb = self._tb, None
+    try:
+      tb.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
 
   def close(self) -> None:
     self._file.close()
     if self._tb is not None:
-      self._tb.close()
+      try:
+        self._tb.close()
+      except Exception as e:  # pylint: disable=broad-except
+        self._drop_tensorboard(e)
+
+
+class NullWriter:
+  """A `MetricWriter` that records nothing: the other processes of a multi-host run."""
+
+  path = None
+
+  def write(self, step: int, metrics: Mapping, kind: str = 'train') -> None:
+    del step, metrics, kind
+
+  def close(self) -> None:
+    pass
 
 
 def check_finite(step: int, values: Mapping, *,
                  hint: str = 'lower the learning rate or check the data') -> None:
-  """Raises FloatingPointError naming the step and the non-finite metrics.
+  """Raises NonFiniteError (a FloatingPointError) naming the step and the bad metrics.
 
   Args:
     step: the step the values belong to.
@@ -63,7 +95,7 @@ def check_finite(step: int, values: Mapping, *,
   """
   bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
   if bad:
-    raise FloatingPointError(f'non-finite {", ".join(bad)} at step {step}; {hint}')
+    raise errors.NonFiniteError(f'non-finite {", ".join(bad)} at step {step}; {hint}')
 
 
 def read_jsonl(path: str, kind: str | None = None) -> list[dict]:
@@ -95,13 +127,23 @@ def format_duration(seconds: float) -> str:
 class Progress:
   """A one-line progress bar with ETA on stderr (plain lines when not a terminal)."""
 
-  def __init__(self, total: int, start: int = 0, stream=None, width: int = 30):
-    self.total, self.start, self.width = total, start, width
+  def __init__(self, total: int, start: int = 0, stream=None, width: int = 30,
+               quiet: bool = False):
+    """Args:
+      total: steps of the whole run.
+      start: steps done before this call (a resumed run).
+      stream: where to draw (stderr).
+      width: characters of the bar.
+      quiet: draw nothing (the other processes of a multi-host run).
+    """
+    self.total, self.start, self.width, self.quiet = total, start, width, quiet
     self.stream = stream or sys.stderr
     self._t0 = time.time()
     self._tty = self.stream.isatty()
 
   def update(self, step: int, text: str = '') -> None:
+    if self.quiet:
+      return
     done = step - self.start
     elapsed = time.time() - self._t0
     eta = elapsed / done * (self.total - step) if done > 0 else float('nan')
@@ -116,5 +158,5 @@ class Progress:
     self.stream.flush()
 
   def close(self) -> None:
-    if self._tty:
+    if self._tty and not self.quiet:
       self.stream.write('\n')

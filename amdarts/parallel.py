@@ -5,11 +5,18 @@ along its first axis over a 1-D mesh and everything else replicated lets XLA spl
 the computation; every reduction over the batch (losses, batch-norm statistics, and
 so H·v and the mixed second-order products) is then taken over the global batch, so
 N devices compute what one device would on the same batch.
+
+Many hosts run the same program, each process feeding its slice of every global
+batch (`put_batch`); the state stays replicated on every device of every host. Only
+process 0 (`is_primary`) reads and writes files: checkpoints, metrics, genotypes.
+What it read (the resumed state) reaches the others by `broadcast_bytes`, so the
+hosts need no shared file system.
 """
 
 from __future__ import annotations
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -19,12 +26,45 @@ def initialize_distributed(coordinator: str = '', num_processes: int = 0,
   """Joins a multi-host run; no-op for one process.
 
   With no arguments JAX auto-detects cluster environments (SLURM, TPU pods, Open MPI).
+  CPU hosts exchange their collectives over gloo (JAX's CPU backend has none of its
+  own across processes); accelerators use their own.
+
+  Args:
+    coordinator: `host:port` of process 0, reachable from every process.
+    num_processes: how many processes take part.
+    process_id: this one's index, 0 .. num_processes - 1.
   """
   if coordinator or num_processes > 1:
     kwargs = {'coordinator_address': coordinator or None,
               'num_processes': num_processes or None,
               'process_id': process_id if process_id >= 0 else None}
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(**kwargs)
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files (process 0)."""
+  return jax.process_index() == 0
+
+
+def broadcast_bytes(data: bytes | None) -> bytes:
+  """Process 0's `data` on every process (`data` itself when there is one process).
+
+  Args:
+    data: the bytes to send, on process 0; ignored (may be None) elsewhere.
+
+  Returns:
+    Process 0's bytes, bit for bit: they travel as uint8 arrays summed with zeros.
+  """
+  if jax.process_count() == 1:
+    return data
+  primary = is_primary()
+  if primary and len(data) >= 2**31:
+    raise ValueError(f'cannot broadcast {len(data)} bytes (limit 2 GiB)')
+  n = int(multihost_utils.broadcast_one_to_all(
+      np.array([len(data) if primary else 0], np.int32))[0])
+  buf = np.frombuffer(data, np.uint8) if primary else np.zeros(n, np.uint8)
+  return np.asarray(multihost_utils.broadcast_one_to_all(buf)).astype(np.uint8).tobytes()
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -74,7 +114,12 @@ def put_batch(batch, mesh: Mesh, axis: int = 0):
 
 
 def put_replicated(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  """`tree` on every device of `mesh`; with many processes each must pass equal values."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, replicated(mesh))
+  rep = replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), tree)
 
 
 def jit(fn, mesh: Mesh, *, batch_args: int = 1, donate_state: bool = False):
