@@ -6,45 +6,66 @@
 
 `run` reads top to bottom, as flax's `train_and_evaluate` and big_vision's `train.py`:
 
-    resume from the latest checkpoint or start fresh; write config.json
+    lock the workdir; resume from the newest readable checkpoint of this config, or
+    start fresh; write config.json
     for every epoch left:
       hooks.begin_epoch
       for every batch left in it:
-        hooks.before_step;  state, metrics = step_fn(state, batch);  hooks.after_step
+        hooks.before_step;  state, metrics = step_fn(state, batch);  finite check
+        hooks.after_step
         at the epoch's last batch: hooks.end_epoch
         at epoch ends, every `checkpoint_every_steps` and when stopping: save
     when every epoch is done: hooks.end
 
 A driver builds only its state, its jitted step and its batch source, and adds the
 hooks that are its own (per-epoch genotypes and evaluation, the ASGD switch);
-logging, finite checks and progress are the `LogMetrics` hook. Resume is exact:
-batches are pure functions of (epoch, index), steps fold the step number into their
-keys, the checkpoint holds the whole step state, the data position and the hooks'
-host-side state, and `metrics.jsonl` is cut back to the checkpoint's step before the
-run appends to it.
+logging and progress are the `LogMetrics` hook. Resume is exact: batches are pure
+functions of (epoch, index), steps fold the step number into their keys, the
+checkpoint holds the whole step state, the data position and the hooks' host-side
+state, and `metrics.jsonl` is cut back to the checkpoint's step before the run
+appends to it.
 
-Everything a reliability rule needs passes through here once: the resume path
-(`_restore`), the one save (`_save`, the only place a checkpoint is written), the
-run's fingerprint stored in every checkpoint's metadata and compared on resume, and
-every hook call, so a workdir lock, a per-step finite check that gates saving, or
-hooks that warn instead of failing go into this module, not into four drivers.
+What keeps a run from losing work or recording something false, once for every
+driver:
+- One live run per workdir (`amdarts.workdir_lock`): a second fails at once.
+- Every checkpoint stores the run's fingerprint: the config without the fields a
+  resumed run may change (`config_fields.RESUMABLE`), plus what the driver adds (the
+  genotype it trains). A restart under another one is refused with the differing
+  fields, before anything is written; config.json is written after that check.
+- A checkpoint that cannot be read is moved aside with a warning and the run
+  resumes from the newest readable one; it refuses only when none is readable.
+- Every step's loss, metrics and new state are checked for finiteness on the
+  device (one small jitted reduction), fetched one step behind; before any hook
+  that reads the state and before every save the check is brought up to date, so a
+  non-finite state is never checkpointed and the last good checkpoint stays. The
+  error names the step and the config field most likely at fault (`blame`).
+- Hooks marked `essential = False` (figures) log a warning when they fail; the run
+  goes on. Checkpoints and metrics are essential.
+- With many processes only process 0 touches the workdir; it broadcasts what it
+  read (the resumed state, or the refusal) to the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
+import flax
 import jax
 import jax.numpy as jnp
 
 from amdarts import checkpoint as checkpoint_lib
+from amdarts import config_fields
+from amdarts import errors
 from amdarts import metrics as metrics_lib
 from amdarts import parallel
+from amdarts import workdir_lock
 
 StepFn = Callable[[Any, Any], tuple[Any, Mapping[str, jax.Array]]]
 
@@ -80,10 +101,12 @@ class Run:
 
   Attributes:
     workdir: the output directory.
-    writer: appends records to `<workdir>/metrics.jsonl` (and TensorBoard).
+    writer: appends records to `<workdir>/metrics.jsonl` (and TensorBoard); records
+      nothing on the other processes of a multi-host run.
     progress: the terminal progress bar.
     log_every_steps: the logging period.
     stop_after: the run stops once this many steps are done (None: all epochs).
+    primary: whether this process writes files (process 0); hooks write only there.
     step: steps done (before a step: not counting it; after: counting it).
     epoch: the epoch of the current batch.
     index: the current batch's index within `epoch`.
@@ -91,18 +114,21 @@ class Run:
     finish: set by a hook (at an epoch's end, or at `start` when resuming a run
       that had finished so) to finish the run there: the remaining epochs are
       skipped and the run ends as after its last one (`end`, `finished=True`).
+    saved_step: the step of the newest checkpoint (None: none yet).
   """
 
   workdir: str
-  writer: metrics_lib.MetricWriter
+  writer: metrics_lib.MetricWriter | metrics_lib.NullWriter
   progress: metrics_lib.Progress
   log_every_steps: int
   stop_after: int | None
+  primary: bool = True
   step: int = 0
   epoch: int = 0
   index: int = 0
   epoch_length: int = 0
   finish: bool = False
+  saved_step: int | None = None
 
   @property
   def epoch_end(self) -> bool:
@@ -127,9 +153,12 @@ class Hook:
   the others only read it. A hook that keeps host-side values a resumed run needs
   (best validation loss, a history) returns them from `state_dict`: they are saved
   in every checkpoint's metadata under `name` and handed back to `load_state_dict`.
+  A hook whose output the run does not need (figures) sets `essential = False`: an
+  exception in it is logged as a warning and the run goes on.
   """
 
   name: str = ''
+  essential: bool = True
 
   def start(self, run: Run, state: Any) -> None:
     """Once, after resuming (or starting), before the first step of this call."""
@@ -142,7 +171,7 @@ class Hook:
     """Before `step_fn` runs on `batch`."""
 
   def after_step(self, run: Run, state: Any, metrics: Mapping[str, jax.Array]) -> None:
-    """After a step, with its (device) metrics."""
+    """After a step, with its (device) metrics; on log steps they are known finite."""
 
   def end_epoch(self, run: Run, state: Any) -> Any:
     """After an epoch's last step, before its checkpoint."""
@@ -159,17 +188,36 @@ class Hook:
     """Restores what `state_dict` returned, when resuming."""
 
 
-class LogMetrics(Hook):
-  """On log steps: fetch the metrics, check them, record them and show progress."""
+_STATE_EVENTS = ('begin_epoch', 'end_epoch')  # The events that return the state.
 
-  def __init__(self, describe: Callable[[Mapping[str, float]], str] = lambda m: '', *,
-               hint: str = 'lower the learning rate or check the data'):
+
+def _call(hooks: Sequence[Hook], event: str, r: Run, state: Any, *args: Any) -> Any:
+  """Calls `event` on every hook in order; returns the state as the hooks left it."""
+  for hook in hooks:
+    try:
+      out = getattr(hook, event)(r, state, *args)
+    except Exception as e:  # pylint: disable=broad-except
+      if hook.essential:
+        raise
+      logging.warning('%s.%s failed at step %d (%s: %s); the run goes on without it',
+                      type(hook).__name__, event, r.step, type(e).__name__, e)
+      continue
+    if event in _STATE_EVENTS:
+      state = out
+  return state
+
+
+class LogMetrics(Hook):
+  """On log steps: fetch the metrics, record them and show progress.
+
+  The loop has checked them (and the state) for finiteness before this runs.
+  """
+
+  def __init__(self, describe: Callable[[Mapping[str, float]], str] = lambda m: ''):
     """Args:
       describe: host metrics -> the progress bar's text.
-      hint: what to change when a metric is not finite (names the config fields).
     """
     self.describe = describe
-    self.hint = hint
     self._t_last, self._step_last = 0.0, 0
 
   def start(self, run: Run, state: Any) -> None:
@@ -179,7 +227,6 @@ class LogMetrics(Hook):
     if not run.log_step:
       return
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    metrics_lib.check_finite(run.step, values, hint=self.hint)
     now = time.time()
     rate = (run.step - self._step_last) / max(now - self._t_last, 1e-9)
     self._t_last, self._step_last = now, run.step
@@ -258,7 +305,8 @@ class Result:
 
 def run(state: Any, step_fn: StepFn, batches: Batches, hooks: Sequence[Hook], workdir: str,
         *, config, mesh: jax.sharding.Mesh, stop_after: int | None = None,
-        fingerprint: Mapping[str, Any] | None = None) -> Result:
+        fingerprint: Mapping[str, Any] | None = None,
+        blame: Callable[[Sequence[str]], str] | None = None) -> Result:
   """Runs (or resumes) a run in `workdir` to its end or to `stop_after` steps.
 
   Args:
@@ -267,45 +315,57 @@ def run(state: Any, step_fn: StepFn, batches: Batches, hooks: Sequence[Hook], wo
       the state).
     batches: the batch source.
     hooks: called in this order at every event.
-    workdir: output directory: checkpoints/, metrics.jsonl, config.json.
-    config: the run's config; its `log_every_steps`, `checkpoint_every_steps` (0 =
-      only at epoch ends and stops) and `keep_checkpoints` apply, and it is written
-      to `<workdir>/config.json`.
+    workdir: output directory: checkpoints/, metrics.jsonl, config.json, .lock.
+    config: the run's config, already validated; its `log_every_steps`,
+      `checkpoint_every_steps` (0 = only at epoch ends and stops) and
+      `keep_checkpoints` apply; its fingerprint goes into every checkpoint and it
+      is written to `<workdir>/config.json`.
     mesh: the devices; the state is replicated over them.
     stop_after: stop once this many steps are done, with a checkpoint (e.g. to split
       a long run over jobs); None runs every epoch.
-    fingerprint: what must not change between a run and its resumption (e.g. the
-      genotype being trained); stored in every checkpoint.
+    fingerprint: what else must not change between a run and its resumption (e.g.
+      the genotype being trained); stored in every checkpoint.
+    blame: the names of the non-finite parts (state fields, metrics) -> the config
+      field most likely at fault, for the divergence message.
 
   Returns:
     The `Result`.
 
   Raises:
-    CheckpointError: the latest checkpoint is unreadable, belongs to another
-      model, or its fingerprint differs.
+    WorkdirBusy: another live process runs in `workdir`.
+    CheckpointError: no checkpoint is readable, or the newest readable one belongs
+      to another model or fingerprint.
+    NonFiniteError: a step made the loss, a metric or the state non-finite.
   """
-  fingerprint = dict(fingerprint or {})
-  os.makedirs(workdir, exist_ok=True)
-  ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  writer = progress = None
+  fingerprint = {'config': config_fields.fingerprint(config), **(fingerprint or {})}
+  primary = parallel.is_primary()
+  lock = ckpt = writer = progress = None
   try:
-    state, (step, epoch, index), hook_states = _restore(ckpt, state, batches, fingerprint)
+    lock, ckpt, state, (step, epoch, index), hook_states, resumed = _start(
+        workdir, config, state, batches, fingerprint)
     state = parallel.put_replicated(state, mesh)
     for hook in hooks:
       if hook.name in hook_states:
         hook.load_state_dict(hook_states[hook.name])
-    # Before the writer opens: steps the resumed run repeats must not be recorded twice.
-    metrics_lib.truncate_after(os.path.join(workdir, 'metrics.jsonl'), step)
-    _write_config(config, workdir)
-    writer = metrics_lib.MetricWriter(workdir)
-    progress = metrics_lib.Progress(batches.total_steps, start=step)
-    r = Run(workdir, writer, progress, config.log_every_steps, stop_after, step=step)
-    for hook in hooks:
-      hook.start(r, state)
+    if primary:
+      # Before the writer opens: steps the resumed run repeats must not be recorded twice.
+      metrics_lib.truncate_after(os.path.join(workdir, 'metrics.jsonl'), step)
+      _write_config(config, workdir)
+      writer = metrics_lib.MetricWriter(workdir)
+    else:
+      writer = metrics_lib.NullWriter()
+    progress = metrics_lib.Progress(batches.total_steps, start=step, quiet=not primary)
+    r = Run(workdir, writer, progress, config.log_every_steps, stop_after, primary=primary,
+            step=step, saved_step=step if resumed else None)
+    finite = _FiniteCheck(r, config, blame)
+    _call(hooks, 'start', r, state)
 
     def save():
-      next_position = (r.epoch + 1, 0) if r.epoch_end else (r.epoch, r.index + 1)
-      _save(ckpt, state, r.step, next_position, hooks, fingerprint)
+      finite.settle()  # Never a checkpoint of a non-finite state.
+      if primary:
+        next_position = (r.epoch + 1, 0) if r.epoch_end else (r.epoch, r.index + 1)
+        _save(ckpt, state, r.step, next_position, hooks, fingerprint)
+      r.saved_step = r.step
 
     next_epoch = batches.epochs.stop
     for epoch in range(epoch, batches.epochs.stop):
@@ -318,50 +378,214 @@ def run(state: Any, step_fn: StepFn, batches: Batches, hooks: Sequence[Hook], wo
         if r.stopping:
           return Result(state, r.step, r.epoch, finished=False)
         if r.index == 0:
-          for hook in hooks:
-            state = hook.begin_epoch(r, state)
+          state = _call(hooks, 'begin_epoch', r, state)
         batch = batches.get(r.epoch, r.index)
-        for hook in hooks:
-          hook.before_step(r, state, batch)
+        _call(hooks, 'before_step', r, state, batch)
         state, metrics = step_fn(state, batch)
         r.step += 1  # Counted here: reading state.step would wait for the device.
-        for hook in hooks:
-          hook.after_step(r, state, metrics)
-        if r.epoch_end:
-          for hook in hooks:
-            state = hook.end_epoch(r, state)
+        finite.push(state, metrics)  # Checks the step before this one.
         every = config.checkpoint_every_steps
-        if r.epoch_end or r.stopping or (every and r.step % every == 0):
+        saving = r.epoch_end or r.stopping or (every and r.step % every == 0)
+        if r.log_step or saving:
+          finite.settle()  # Hooks fetch this step's values here anyway.
+        _call(hooks, 'after_step', r, state, metrics)
+        if r.epoch_end:
+          state = _call(hooks, 'end_epoch', r, state)
+        if saving:
           save()
       index = 0
-    for hook in hooks:
-      hook.end(r, state)
+    _call(hooks, 'end', r, state)
     return Result(state, r.step, next_epoch, finished=True)
-  finally:  # Also on a crash: finish the checkpoint in flight.
+  finally:  # Also on a crash: finish the checkpoint in flight, then unlock.
     if progress is not None:
       progress.close()
-    ckpt.close()
+    if ckpt is not None:
+      ckpt.close()
     if writer is not None:
       writer.close()
+    if lock is not None:
+      lock.release()
+
+
+# ------------------------------------------------------------------ finiteness
+
+
+def _part(key) -> str:
+  """The name of a pytree path's first key: a state field, a dict key, an index."""
+  for attr in ('name', 'key', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+@jax.jit
+def _finite_parts(state: Any, metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """{state field or metric: whether all its floats are finite}, one fused reduction."""
+  parts = {}
+  for tree in (state, metrics):
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+      if not jnp.issubdtype(x.dtype, jnp.inexact):  # Keys, counters, flags.
+        continue
+      name = _part(path[0]) if path else 'state'
+      ok = jnp.all(jnp.isfinite(x))
+      parts[name] = ok if name not in parts else parts[name] & ok
+  return parts
+
+
+class _FiniteCheck:
+  """Every step's finiteness flags, fetched one step behind or when settled.
+
+  Fetching a step's flags waits for that step; waiting for the previous one while
+  the current one runs keeps the device busy. `settle` waits for the newest.
+  """
+
+  def __init__(self, r: Run, config, blame: Callable[[Sequence[str]], str] | None):
+    self.r, self.config, self.blame = r, config, blame
+    self._pending: list[tuple[int, dict]] = []
+
+  def push(self, state: Any, metrics: Mapping[str, jax.Array]) -> None:
+    self._pending.append((self.r.step, _finite_parts(state, metrics)))
+    while len(self._pending) > 1:
+      self._verify(*self._pending.pop(0))
+
+  def settle(self) -> None:
+    while self._pending:
+      self._verify(*self._pending.pop(0))
+
+  def _verify(self, step: int, flags: dict) -> None:
+    bad = sorted(k for k, ok in jax.device_get(flags).items() if not ok)
+    if not bad:
+      return
+    self._pending.clear()
+    kept = ('no checkpoint was written' if self.r.saved_step is None else
+            f'the checkpoint of step {self.r.saved_step} is kept')
+    if self.blame is None:
+      hint = 'lower the learning rate or check the data'
+    else:
+      field = self.blame(bad)
+      hint = f'most likely at fault: {field}={_value(self.config, field)} (or the data)'
+    raise errors.NonFiniteError(f'non-finite {", ".join(bad)} at step {step}, not '
+                                f'checkpointed ({kept}); {hint}')
+
+
+def _value(config, field: str) -> str:
+  node = config
+  for key in field.split('.'):
+    node = node[key]
+  return f'{node:g}' if isinstance(node, float) else repr(node)
+
+
+# ------------------------------------------------------------------ the workdir
+
+
+def _start(workdir: str, config, state: Any, batches: Batches, fingerprint: dict):
+  """Process 0 locks the workdir and resumes; every process gets the same outcome.
+
+  Returns:
+    (lock, checkpointer: both None on other processes, state, (step, epoch, index)
+    of the next batch, the hooks' saved states, whether a checkpoint was resumed).
+  """
+  many = jax.process_count() > 1
+  lock = ckpt = None
+  if parallel.is_primary():
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      lock = workdir_lock.WorkdirLock(workdir).acquire()
+      ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+      restored, position, hook_states, resumed = _restore(ckpt, state, batches, fingerprint)
+    except Exception as e:
+      if ckpt is not None:
+        ckpt.close()
+      if lock is not None:
+        lock.release()
+      if many:  # The others wait for the outcome; tell them.
+        parallel.broadcast_bytes(json.dumps(
+            {'error': str(e), 'user': isinstance(e, errors.UserError)}).encode())
+      raise
+    if resumed is not None:
+      _announce(resumed, position, batches)
+    if not many:
+      return lock, ckpt, restored, position, hook_states, resumed is not None
+    parallel.broadcast_bytes(json.dumps(
+        {'position': position, 'hooks': hook_states, 'resumed': resumed}).encode())
+    if resumed is not None:
+      parallel.broadcast_bytes(flax.serialization.to_bytes(restored))
+    return lock, ckpt, restored, position, hook_states, resumed is not None
+  outcome = json.loads(parallel.broadcast_bytes(None))
+  if 'error' in outcome:
+    kind = errors.UserError if outcome['user'] else RuntimeError
+    raise kind(f'process 0: {outcome["error"]}')
+  if outcome['resumed'] is not None:
+    state = flax.serialization.from_bytes(state, parallel.broadcast_bytes(None))
+  return (None, None, state, tuple(outcome['position']), outcome['hooks'],
+          outcome['resumed'] is not None)
+
+
+def _announce(step: int, position: tuple[int, int, int], batches: Batches) -> None:
+  """One visible line saying where the run picks up (stderr, as the progress bar)."""
+  _, epoch, index = position
+  n = len(batches.epochs)
+  number = epoch - batches.epochs.start + 1  # 1-based whatever the source's numbering.
+  where = (f'all {n} epochs done' if number > n else
+           f'epoch {number} of {n}, ' + ('from its start' if index == 0 else
+                                         f'batch {index + 1} next'))
+  print(f'resumed from step {step} ({where})', file=sys.stderr, flush=True)
 
 
 def _restore(ckpt: checkpoint_lib.Checkpointer, state: Any, batches: Batches,
-             fingerprint: dict) -> tuple[Any, tuple[int, int, int], dict]:
-  """The run's one resume path: the latest checkpoint, or the fresh start.
+             fingerprint: dict) -> tuple[Any, tuple[int, int, int], dict, int | None]:
+  """The run's one resume path: the newest readable checkpoint, or the fresh start.
+
+  Unreadable checkpoints newer than the one resumed are moved aside (`set_aside`),
+  each with a warning; nothing is moved when none is readable.
 
   Returns:
-    (state, (step, epoch, index) of the next batch, the hooks' saved states).
+    (state, (step, epoch, index) of the next batch, the hooks' saved states, the
+    step resumed or None for a fresh start).
+
+  Raises:
+    CheckpointError: no checkpoint is readable, or the newest readable one is of
+      another model or fingerprint.
   """
-  if ckpt.latest_step() is None:
-    return state, (0, batches.epochs.start, 0), {}
-  state, meta = ckpt.restore(state)
+  steps = ckpt.steps()
+  if not steps:
+    return state, (0, batches.epochs.start, 0), {}, None
+  unreadable = []
+  for step in steps:
+    try:
+      _check_fingerprint(ckpt, step, ckpt.read_meta(step), fingerprint)
+      restored, meta = ckpt.restore(state, step)
+    except checkpoint_lib.CorruptCheckpoint as e:
+      unreadable.append((step, e))
+      continue
+    for bad, e in unreadable:
+      logging.warning('%s; moved it to %s, resuming from step %d', e, ckpt.set_aside(bad),
+                      step)
+    position = (int(meta['step']), int(meta['epoch']), int(meta['index']))
+    return restored, position, meta.get('hooks', {}), step
+  raise checkpoint_lib.CheckpointError(
+      f'no readable checkpoint in {ckpt.directory} (steps {", ".join(map(str, steps))}: '
+      f'{unreadable[0][1]}); move the folder away to start afresh')
+
+
+def _check_fingerprint(ckpt: checkpoint_lib.Checkpointer, step: int, meta: dict,
+                       fingerprint: dict) -> None:
+  """Raises CheckpointError when checkpoint `step` was written under another fingerprint."""
+  stored = meta.get('fingerprint', {})
   for key, value in fingerprint.items():
-    if meta.get('fingerprint', {}).get(key) != value:
+    if key == 'config':
+      if 'config' not in stored:  # Written before configs were fingerprinted.
+        logging.warning('checkpoint %d stores no config to compare; resuming it as is', step)
+        continue
+      changed = config_fields.diff(stored['config'], value)
+      if changed:
+        raise checkpoint_lib.CheckpointError(
+            f'{ckpt.workdir} holds a run of another config ({changed}); use a new '
+            '--workdir (a resumed run may change only its length, logging, '
+            'checkpointing, evaluation and data locations)')
+    elif stored.get(key) != value:
       raise checkpoint_lib.CheckpointError(
           f'{ckpt.directory} holds a run of another {key}; use a new --workdir')
-  position = (int(meta['step']), int(meta['epoch']), int(meta['index']))
-  logging.info('resumed from step %d (epoch %d, batch %d)', *position)
-  return state, position, meta.get('hooks', {})
 
 
 def _save(ckpt: checkpoint_lib.Checkpointer, state: Any, step: int,
@@ -374,8 +598,11 @@ def _save(ckpt: checkpoint_lib.Checkpointer, state: Any, step: int,
 
 
 def _write_config(config, workdir: str) -> None:
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  """config.json, whole or not at all (written once the resume checks passed)."""
+  path = os.path.join(workdir, 'config.json')
+  with open(path + '.tmp', 'w') as f:
     f.write(config.to_json_best_effort(indent=1))
+  os.replace(path + '.tmp', path)
 
 
 def sum_batches(fn: Callable[[Any, Any], Mapping[str, jax.Array]], state: Any,

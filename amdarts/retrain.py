@@ -41,6 +41,7 @@ import optax
 
 from amdarts import config_lib
 from amdarts import data as data_lib
+from amdarts import errors
 from amdarts import flops
 from amdarts import genotype_text
 from amdarts import genotypes
@@ -241,6 +242,18 @@ def evaluate(eval_fn, state: TrainState, dataset, batch_size: int,
           'top5': totals['correct5'] / count, 'count': int(count)}
 
 
+class GenotypeFile(loop.Hook):
+  """`<workdir>/genotype.json`: the cell trained, written once the workdir is this run's."""
+
+  def __init__(self, genotype: genotypes.AnyGenotype):
+    self.genotype = genotype
+
+  def start(self, run, state):
+    if run.primary:
+      with open(os.path.join(run.workdir, 'genotype.json'), 'w') as f:
+        f.write(genotype_text.to_json(self.genotype, indent=1))
+
+
 class TestEvaluation(loop.Hook):
   """At each epoch's end: the test-split evaluation, recorded as kind='eval'."""
 
@@ -270,32 +283,37 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     The contents of `result.json` ({'test_accuracy', 'test_top5', 'test_loss',
     'params', 'macs', ...}), or None when stopped by `stop_after` before the end.
   """
-  # Everything that can be wrong with the config fails here, before data or compile.
-  config_lib.validate_train(config)
-  genotype = load_genotype(config.train.genotype)
   t = config.train
-  eval_bs = int(t.eval_batch_size) or t.batch_size
   mesh = parallel.data_mesh()
-  parallel.check_batch(t.batch_size, mesh, 'train.batch_size')
-  parallel.check_batch(eval_bs, mesh, 'train.eval_batch_size')
-  c = config.model.c
-  if c == 0 and network_kind(config) == 'imagenet':
-    image_size = int(config.data.image_size) or 224
-    width = flops.choose_width(genotype, num_cells=config.model.cells, image_size=image_size)
-    c = width.c
-    logging.info('mobile setting: %s', flops.format_profile(width))
-  create_network(config, genotype, num_classes=1, c=c)  # Validates depth, width, ops.
+  # Everything that can be wrong with the input fails here, before a step compiles.
+  with errors.user_input():
+    config_lib.validate_train(config)
+    eval_bs = t.eval_batch_size or t.batch_size
+    genotype = load_genotype(config.train.genotype)
+    parallel.check_batch(t.batch_size, mesh, 'train.batch_size')
+    parallel.check_batch(eval_bs, mesh, 'train.eval_batch_size')
+    c = config.model.c
+    if c == 0 and network_kind(config) != 'imagenet':
+      raise ValueError('model.c=0 (choose the width) is for ImageNet networks only; '
+                       'give model.c >= 1')
+    if c == 0:
+      image_size = int(config.data.image_size) or 224
+      width = flops.choose_width(genotype, num_cells=config.model.cells,
+                                 image_size=image_size)
+      c = width.c
+      logging.info('mobile setting: %s', flops.format_profile(width))
+    create_network(config, genotype, num_classes=1, c=c)  # Validates depth, width, ops.
 
-  train_ds = config_lib.image_dataset(config, 'train')
-  test_ds = config_lib.image_dataset(config, 'test')
+    train_ds = config_lib.image_dataset(config, 'train')
+    test_ds = config_lib.image_dataset(config, 'test')
+    if t.batch_size > len(train_ds):
+      raise ValueError(f'train.batch_size={t.batch_size} is larger than the training data '
+                       f'({len(train_ds)} examples): no step would run')
   net = create_network(config, genotype, train_ds.num_classes, c)
   steps_per_epoch = data_lib.steps_per_epoch(len(train_ds), t.batch_size)
   hp = step_config(config, steps_per_epoch)
   train_fn, eval_fn = loop.cached(compile_steps, net, hp, mesh)
 
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'genotype.json'), 'w') as f:
-    f.write(genotype_text.to_json(genotype, indent=1))
   # Pad-4 random crops are CIFAR's; ImageNet images come resized and centre-cropped.
   crop = 4 if network_kind(config) == 'cifar' else 0
   augment = data_lib.Augment(crop_padding=crop, flip=bool(config.data.flip),
@@ -311,11 +329,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
                flops.count_params(state.params), hp.epochs * steps_per_epoch, t.batch_size,
                hp.epochs)
   test_eval = TestEvaluation(eval_fn, test_ds, eval_bs, mesh)
-  hooks = [loop.LogMetrics(lambda m: f"loss {m['loss']:.3f} acc {m['accuracy']:.3f}"),
+  hooks = [GenotypeFile(genotype),
+           loop.LogMetrics(lambda m: f"loss {m['loss']:.3f} acc {m['accuracy']:.3f}"),
            test_eval]
   result = loop.run(state, train_fn, loop.Batches.fixed(hp.epochs, steps_per_epoch, get),
                     hooks, workdir, config=config, mesh=mesh, stop_after=stop_after,
-                    fingerprint={'genotype': genotype_text.to_json(genotype)})
+                    fingerprint={'genotype': genotype_text.to_json(genotype)},
+                    blame=lambda parts: 'train.w_lr')
   if not result.finished:
     return None
   # Restarted after the last epoch: its evaluation is not at hand.
@@ -329,8 +349,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
       'epochs': hp.epochs, 'c': c, 'params': size.params, 'macs': size.macs,
       'genotype': json.loads(genotype_text.to_json(genotype)),
   }
-  with open(os.path.join(workdir, 'result.json'), 'w') as f:
-    json.dump(out, f, indent=1)
+  if parallel.is_primary():
+    with open(os.path.join(workdir, 'result.json'), 'w') as f:
+      json.dump(out, f, indent=1)
   print(f'test accuracy {100 * test["accuracy"]:.2f}% (top-5 {100 * test["top5"]:.2f}%) '
         f'on {test["count"]} examples; {flops.format_profile(size)}')
   return out

@@ -33,6 +33,7 @@ import optax
 from amdarts import checkpoint as ckpt_lib
 from amdarts import config_lib
 from amdarts import data as data_lib
+from amdarts import errors
 from amdarts import genotype_text
 from amdarts import genotypes as geno_lib
 from amdarts import hypergrad
@@ -282,7 +283,8 @@ class EpochRecord(loop.Hook):
     metrics_lib.check_finite(run.step, {k: v for k, v in record.items()
                                         if isinstance(v, float)})
     run.writer.write(run.step, record, kind='epoch')
-    write_genotype(run.workdir, genotype, run.epoch + 1)
+    if run.primary:
+      write_genotype(run.workdir, genotype, run.epoch + 1)
     logging.info('epoch %d: %s', run.epoch + 1, record)
     return state
 
@@ -290,13 +292,18 @@ class EpochRecord(loop.Hook):
 class Plots(loop.Hook):
   """At each epoch's end, after its record: the search curves so far and the cell.
 
-  A hook of its own: figures are not needed to continue a run, unlike the record.
+  Not essential: figures are not needed to continue a run, unlike the record, so a
+  failure to draw or write them (a full disk) is a warning.
   """
+
+  essential = False
 
   def __init__(self, searcher: Searcher):
     self.searcher = searcher
 
   def end_epoch(self, run, state):
+    if not run.primary:
+      return state
     from amdarts import plots  # matplotlib only when plotting.
     history = metrics_lib.read_jsonl(run.writer.path, kind='epoch')
     plots.search_curves(history, os.path.join(run.workdir, 'search_curves.png'))
@@ -320,6 +327,15 @@ def write_genotype(workdir: str, genotype, epoch: int | None) -> None:
 
 # ------------------------------------------------------------------------------ driver
 
+# What the α step alone reads and writes; a divergence confined to it is α's.
+_ALPHA_PARTS = frozenset({'alpha', 'alpha_opt_state', 'alpha_grad_norm', 'g1_norm',
+                          'g2_norm', 'val_loss', 'val_acc'})
+
+
+def blame(parts) -> str:
+  """The config field most likely behind the non-finite `parts` of a search step."""
+  return 'search.a_lr' if set(parts) <= _ALPHA_PARTS else 'search.w_lr'
+
 
 def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
   """Runs (or resumes) the search described by `config` in `workdir`.
@@ -341,7 +357,8 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> Any:
     The genotype of the final α (the final genotype files are written only when
     every epoch is done, or when `search.stop_after_unchanged` ended the search).
   """
-  config_lib.validate_search(config)
+  with errors.user_input():
+    config_lib.validate_search(config)
   if config.space.edge_mode == config_lib.TWO_STAGE:
     return _run_two_stage(config, workdir, stop_after)
   return _search(config, workdir, stop_after)[0]
@@ -352,7 +369,9 @@ def _run_two_stage(config, workdir: str, stop_after: int | None) -> Any:
   topology = os.path.join(stage1, 'topology.json')
   if os.path.exists(topology):  # Stage 1's last output: it is finished.
     genotype = genotype_text.load(os.path.join(stage1, 'genotype.json'))
-    done = ckpt_lib.Checkpointer(stage1).latest_step()
+    ckpt = ckpt_lib.Checkpointer(stage1)
+    done = ckpt.latest_step()
+    ckpt.close()
   else:
     genotype, result = _search(config_lib.stage_config(config, 1), stage1, stop_after)
     if not result.finished:
@@ -362,7 +381,7 @@ def _run_two_stage(config, workdir: str, stop_after: int | None) -> Any:
     return genotype
   genotype, result = _search(config_lib.stage_config(config, 2, os.path.abspath(topology)),
                              stage2, None if stop_after is None else stop_after - done)
-  if result.finished:
+  if result.finished and parallel.is_primary():
     write_genotype(workdir, genotype, None)
     shutil.copyfile(topology, os.path.join(workdir, 'topology.json'))
   return genotype
@@ -372,12 +391,13 @@ def _search(config, workdir: str, stop_after: int | None) -> tuple[Any, loop.Res
   """One search (a validated config, not two_stage): the final genotype and loop result."""
   s = config.search
   mesh = parallel.data_mesh()
-  parallel.check_batch(s.batch_size, mesh, 'search.batch_size')
-  search_train, search_val = load_search_data(config)  # Fails fast when data is missing.
-  spe = min(len(search_train), len(search_val)) // s.batch_size
-  if spe < 1:
-    raise ValueError(f'search.batch_size={s.batch_size} exceeds the search split '
-                     f'({min(len(search_train), len(search_val))} examples)')
+  with errors.user_input():  # Up to here, anything wrong is in what the user gave.
+    parallel.check_batch(s.batch_size, mesh, 'search.batch_size')
+    search_train, search_val = load_search_data(config)  # Fails fast when data is missing.
+    spe = min(len(search_train), len(search_val)) // s.batch_size
+    if spe < 1:
+      raise ValueError(f'search.batch_size={s.batch_size} exceeds the search split '
+                       f'({min(len(search_train), len(search_val))} examples)')
   augment = search_augment(config)
   searcher = get_searcher(config, search_train.image_shape, search_train.num_classes, spe,
                           mesh)
@@ -400,9 +420,9 @@ def _search(config, workdir: str, stop_after: int | None) -> tuple[Any, loop.Res
         s.stop_after_unchanged, epoch_offset=1))
   result = loop.run(searcher.init(config.seed), lambda st, b: searcher.step_fn(st, *b),
                     loop.Batches.fixed(s.epochs, spe, get), hooks, workdir, config=config,
-                    mesh=mesh, stop_after=stop_after)
+                    mesh=mesh, stop_after=stop_after, blame=blame)
   genotype = searcher.genotype(result.state.alpha)
-  if result.finished:
+  if result.finished and parallel.is_primary():
     write_genotype(workdir, genotype, None)
     if searcher.spec.has_beta:  # Last: a two-stage run takes it as stage 1's end.
       topology = geno_lib.derive_topology(searcher.spec, jax.device_get(result.state.alpha))

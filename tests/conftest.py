@@ -6,6 +6,8 @@ level 0 (identical results up to float rounding, several times faster to compile
 Set before JAX initialises its backend; a test subprocess inherits the environment.
 """
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -67,3 +69,21 @@ def per_cell_genotype():
       genotypes.CellGenotype((('sep_conv_3x3', 1), ('sep_conv_3x3', 0),
                               ('skip_connect', 2), ('sep_conv_3x3', 1)), (2, 3), True),
   ))
+
+
+@contextlib.contextmanager
+def logged_warnings():
+  """Collects the messages of absl warnings (and worse) logged within."""
+  from absl import logging as absl_logging
+  messages = []
+
+  class Collect(logging.Handler):
+    def emit(self, record):
+      messages.append(record.getMessage())
+
+  handler = Collect(logging.WARNING)
+  absl_logging.get_absl_logger().addHandler(handler)
+  try:
+    yield messages
+  finally:
+    absl_logging.get_absl_logger().removeHandler(handler)

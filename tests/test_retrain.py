@@ -14,6 +14,7 @@ import pytest
 from amdarts import checkpoint
 from amdarts import config_lib
 from amdarts import data as data_lib
+from amdarts import errors
 from amdarts import genotype_text
 from amdarts import genotypes as G
 from amdarts import metrics
@@ -130,6 +131,24 @@ def test_bad_config_fails_before_training(tmp_path, field, value, match):
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
+@pytest.mark.parametrize('section, field, value, match', [
+    # Issue 11: "600 epochs of 0 steps"; a traceback from inside JAX.
+    ('train', 'batch_size', 96, r'train.batch_size=96 is larger than the training data '
+                                r'\(32 examples\): no step would run'),
+    ('model', 'c', 0, 'model.c=0 .choose the width. is for ImageNet networks only'),
+    ('train', 'eval_batch_size', -1, 'train.eval_batch_size must be >= 0, got -1'),
+])
+def test_input_errors_are_one_line_before_the_workdir_exists(tmp_path, section, field,
+                                                             value, match):
+  config = _tiny_config()
+  config[section][field] = value
+  workdir = str(tmp_path / 'w')
+  with pytest.raises(errors.ConfigError, match=match) as info:
+    retrain.train_and_evaluate(config, workdir)
+  assert '\n' not in str(info.value)
+  assert not os.path.exists(workdir)
+
+
 def test_per_cell_genotype_depth_must_match_model(tmp_path):
   cell = G.CellGenotype(G.DARTS_V2.normal, (2, 3, 4, 5), False)
   path = tmp_path / 'g.json'
@@ -232,8 +251,10 @@ def test_entry_point_overrides_genotype_and_fails_fast(tmp_path):
        '--genotype=NOT_A_GENOTYPE', f'--workdir={tmp_path}'],
       cwd=ROOT, capture_output=True, text=True, timeout=120,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
-  assert proc.returncode != 0
+  assert proc.returncode == 1
   assert "unknown genotype 'NOT_A_GENOTYPE'" in proc.stderr
+  assert 'Traceback' not in proc.stderr  # A user error is one line.
+  assert not os.listdir(tmp_path)
 
 
 

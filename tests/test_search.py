@@ -2,19 +2,21 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from amdarts import checkpoint as ckpt_lib
 from amdarts import data as data_lib
+from amdarts import errors
 from amdarts import genotype_text
 from amdarts import genotypes
 from amdarts import hypergrad
@@ -22,6 +24,7 @@ from amdarts import metrics as metrics_lib
 from amdarts import search
 from amdarts import spaces
 from configs import synthetic_tiny
+from conftest import logged_warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,40 +117,66 @@ def test_resume_after_crash_gives_the_same_alpha(reference_run, tmp_path, monkey
   assert steps == list(range(1, 7))
 
 
-def test_resume_after_sigkill(reference_run, tmp_path):
-  """A real kill -9 mid-run (possibly mid-save); the restarted run must still agree."""
-  workdir = str(tmp_path)
-  script = textwrap.dedent(f"""
-      import sys; sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {ROOT + '/tests'!r})
-      import time
-      from amdarts import data, search
-      import test_search
-      real = data.batch_at
-      def slow(*a, **k):  # Slow steps so the kill lands mid-run.
-        time.sleep(0.5)
-        return real(*a, **k)
-      data.batch_at = slow
-      search.run(test_search.tiny_config(), {workdir!r})
-  """)
-  proc = subprocess.Popen([sys.executable, '-c', script], env=dict(os.environ),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  deadline = time.time() + 600
-  # Kill once a first checkpoint is complete: a step folder appears before orbax
-  # marks it finished, and a kill in between leaves nothing to resume (seen under load).
-  while time.time() < deadline and proc.poll() is None:
-    if os.path.isdir(ckpt_dir) and any(
-        d.isdigit() and ocp.utils.is_checkpoint_finalized(os.path.join(ckpt_dir, d))
-        for d in os.listdir(ckpt_dir)):
-      break
-    time.sleep(0.05)
-  assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert ckpt_lib.Checkpointer(workdir).latest_step() < 6
-  search.run(tiny_config(), workdir)
+_KILLABLE = textwrap.dedent("""
+    import sys; sys.path.insert(0, {root!r}); sys.path.insert(0, {root!r} + '/tests')
+    import time
+    from amdarts import data, loop, search
+    import test_search
+    real = data.batch_at
+    def slow(*a, **k):  # Slow steps so the kill lands at the step it aims at.
+      time.sleep(0.3)
+      return real(*a, **k)
+    data.batch_at = slow
+    log = loop.LogMetrics.after_step
+    def tell(self, run, state, metrics):  # Each recorded step, as it is recorded.
+      log(self, run, state, metrics)
+      print(run.step, flush=True)
+    loop.LogMetrics.after_step = tell
+    search.run(test_search.tiny_config(), {workdir!r})
+""")
+
+
+def _train_steps(workdir):
+  return [r['step'] for r in metrics_lib.read_jsonl(os.path.join(workdir, 'metrics.jsonl'),
+                                                    kind='train')]
+
+
+def test_three_kills_in_a_row_resume_to_the_uninterrupted_result(reference_run, tmp_path):
+  """kill -9 at three random steps, resuming each time, possibly mid-save; then finish.
+
+  The killed runs share one persistent compilation cache, so only the first compiles.
+  """
+  workdir = str(tmp_path / 'w')
+  kills = sorted(np.random.default_rng(int(time.time())).choice(np.arange(1, 6), 3,
+                                                                replace=False))
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'compilation_cache'),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+  for kill_at in kills:
+    proc = subprocess.Popen(
+        [sys.executable, '-c', _KILLABLE.format(root=ROOT, workdir=workdir)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Killed as soon as step `kill_at` is recorded: before, during or after its save.
+    killer = threading.Timer(600, proc.kill)  # Bounds a hung run.
+    killer.start()
+    line = proc.stdout.readline()
+    while line and int(line) < kill_at:
+      line = proc.stdout.readline()
+    killer.cancel()
+    assert line and proc.poll() is None, (kills, proc.stderr.read()[-2000:])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  assert ckpt.latest_step() is None or ckpt.latest_step() < 6, kills
+  ckpt.close()
+  genotype = search.run(tiny_config(), workdir)
+  assert genotype == reference_run[1], kills
   jax.tree.map(np.testing.assert_array_equal, final_alpha(workdir),
                final_alpha(reference_run[0]))
+  assert _train_steps(workdir) == list(range(1, 7)), kills  # Each step recorded once.
 
 
 @pytest.mark.parametrize('estimator', sorted(hypergrad.ESTIMATORS))
@@ -310,32 +339,101 @@ def test_multi_device_step_equals_single_device(run_with_devices):
     ({'space.topology': '/nonexistent.json', 'space.edge_mode': 'fixed'}, 'topology'),
     ({'space.topology': '/x.json', 'space.edge_mode': 'two_stage'}, 'written by stage 1'),
     ({'search.batch_size': 4096}, 'exceeds the search split'),
+    # Issue 11's probes: each failed inside JAX or after a compiled step, or ran on.
+    ({'search.c': 0}, 'search.c must be >= 1, got 0'),
+    ({'search.c': -4}, 'search.c must be >= 1, got -4'),
+    ({'data.num_classes': 0}, 'data.num_classes must be >= 2, got 0'),
+    ({'keep_checkpoints': 0}, 'keep_checkpoints must be >= 1, got 0'),
+    ({'log_every_steps': 0}, 'log_every_steps must be >= 1, got 0'),
+    ({'checkpoint_every_steps': -1}, 'checkpoint_every_steps must be >= 0, got -1'),
+    ({'search.eval_batches': -1}, 'search.eval_batches must be >= 0, got -1'),
+    ({'search.a_lr': 0.0}, 'search.a_lr must be > 0, got 0.0'),
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, overrides, match):
   workdir = str(tmp_path / 'w')
-  with pytest.raises((ValueError, FileNotFoundError), match=match) as info:
+  with pytest.raises(errors.ConfigError, match=match) as info:
     search.run(tiny_config(**overrides), workdir)
   assert '\n' not in str(info.value)
-  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+  assert not os.path.exists(workdir)  # Nothing is created before the checks pass.
 
 
-def test_unreadable_checkpoint_is_a_clear_error(reference_run, tmp_path):
-  workdir = str(tmp_path)
-  import shutil
-  shutil.copytree(reference_run[0], workdir, dirs_exist_ok=True)
-  latest = ckpt_lib.Checkpointer(workdir).latest_step()
+def test_entry_point_prints_user_errors_in_one_line(tmp_path):
+  workdir = str(tmp_path / 'w')
+  command = [sys.executable, os.path.join(ROOT, 'experiments', 'search.py'),
+             '--config=' + os.path.join(ROOT, 'configs', 'synthetic_tiny.py'),
+             '--config.search.c=0', f'--workdir={workdir}']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env=env)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1] == 'error: search.c must be >= 1, got 0'
+  assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+  assert not os.path.exists(workdir)
+  debug = subprocess.run(command + ['--debug'], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env=env)
+  assert debug.returncode != 0 and 'Traceback' in debug.stderr
+  assert 'ConfigError: search.c must be >= 1, got 0' in debug.stderr
+
+
+def test_blame_tells_the_alpha_step_from_the_weight_step():
+  assert search.blame(['alpha', 'alpha_grad_norm', 'g2_norm']) == 'search.a_lr'
+  assert search.blame(['alpha', 'params', 'train_loss']) == 'search.w_lr'
+  assert search.blame(['model_state']) == 'search.w_lr'
+
+
+def _copy_of(reference_run, tmp_path, name):
+  workdir = str(tmp_path / name)
+  shutil.copytree(reference_run[0], workdir)
+  return workdir
+
+
+def test_unreadable_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_path):
+  workdir = _copy_of(reference_run, tmp_path, 'w')
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  older, latest = sorted(ckpt.steps())
+  ckpt.close()
   state_dir = os.path.join(workdir, 'checkpoints', str(latest), 'state')
   for root, _, files in os.walk(state_dir):
     for name in files:
       with open(os.path.join(root, name), 'wb') as f:
         f.write(b'garbage')
-  with pytest.raises(ckpt_lib.CheckpointError, match='cannot restore checkpoint') as info:
-    search.run(tiny_config(), workdir)
-  assert '\n' not in str(info.value)
-  # A checkpoint of another model is refused too.
-  shutil.copytree(reference_run[0], str(tmp_path / 'other'))
-  with pytest.raises(ckpt_lib.CheckpointError):
-    search.run(tiny_config(**{'search.c': 8}), str(tmp_path / 'other'))
+  with logged_warnings() as logged:
+    genotype = search.run(tiny_config(), workdir)
+  assert any(f'checkpoints/{latest}' in m and f'resuming from step {older}' in m
+             for m in logged), logged
+  assert genotype == reference_run[1]
+  jax.tree.map(np.testing.assert_array_equal, final_alpha(workdir),
+               final_alpha(reference_run[0]))
+
+
+def test_another_config_is_refused_and_config_json_kept(reference_run, tmp_path):
+  workdir = _copy_of(reference_run, tmp_path, 'w')
+  with open(os.path.join(workdir, 'config.json')) as f:
+    before = f.read()
+  for overrides, diff in [({'search.c': 8}, 'search.c 4 → 8'), ({'seed': 1}, 'seed 0 → 1'),
+                          ({'search.w_lr': 0.1}, 'search.w_lr 0.025 → 0.1'),
+                          ({'data.max_examples': 80}, 'data.max_examples 48 → 80')]:
+    with pytest.raises(ckpt_lib.CheckpointError, match='another config') as info:
+      search.run(tiny_config(**overrides), workdir)
+    assert diff in str(info.value) and '\n' not in str(info.value)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert f.read() == before
+
+
+def test_a_failing_plot_writer_does_not_stop_the_search(reference_run, tmp_path,
+                                                        monkeypatch):
+  from amdarts import plots
+
+  def full_disk(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(plots, 'search_curves', full_disk)
+  with logged_warnings() as logged:
+    genotype = search.run(tiny_config(), str(tmp_path))
+  assert genotype == reference_run[1]
+  assert sum('Plots.end_epoch failed' in m and 'No space left' in m for m in logged) == 2
+  assert os.path.exists(tmp_path / 'genotype.json')  # The essential outputs are there.
+  assert not os.path.exists(tmp_path / 'search_curves.png')
 
 
 def test_locked_config_rejects_typos():

@@ -32,9 +32,9 @@ import numpy as np
 import optax
 
 from amdarts import config_lib
+from amdarts import errors
 from amdarts import hypergrad
 from amdarts import loop
-from amdarts import metrics as metrics_lib
 from amdarts import optim
 from amdarts import parallel
 from amdarts.rnn import data as data_lib
@@ -43,8 +43,9 @@ from amdarts.rnn import genotype as genotype_lib
 from amdarts.rnn import hparams
 from amdarts.rnn import model as model_lib
 
-# What to change when a search metric is not finite.
-_FINITE_HINT = 'lower search.w_lr or search.a_lr, or raise search.grad_clip'
+# What the α step alone reads and writes; a divergence confined to it is α's.
+_ALPHA_PARTS = frozenset({'alpha', 'alpha_opt_state', 'alpha_grad_norm', 'g1_norm',
+                          'g2_norm', 'val_nll'})
 STREAMS = ('train', 'val')  # The ω stream and the α (validation) stream.
 
 
@@ -181,11 +182,11 @@ class EpochGenotype(loop.Hook):
   def end_epoch(self, run, state):
     config, ops = self.config, tuple(self.config.model.ops)
     alpha = jax.device_get(state.alpha)
-    metrics_lib.check_finite(run.step, {'alpha': alpha}, hint=_FINITE_HINT)
     val_nll = evaluation.evaluate(self.eval_fn, self.model, state.params, state.alpha,
                                   state.model_state.bn, self.val_data, config.search.bptt)
     genotype = genotype_lib.derive(alpha, ops)
-    genotype_lib.save(genotype, run.workdir)
+    if run.primary:
+      genotype_lib.save(genotype, run.workdir)
     sums = jax.device_get(state.sums)
     record = {
         'epoch': run.epoch, 'val_nll': val_nll, 'val_ppl': evaluation.perplexity(val_nll),
@@ -214,16 +215,18 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
     Summary: `step`, `epoch` (last finished), `val_ppl` (of that epoch; None if no
     epoch finished in this call) and `genotype` (the DARTS string of the final α).
   """
-  hparams.validate(config, search=True)
   s = config.search
   mesh = parallel.data_mesh()
-  parallel.check_batch(s.batch_size, mesh, 'search.batch_size')
-  hp = hparams.SearchHParams.from_config(config)
-  corpus = data_lib.load_for_config(config.data)
-  model = model_lib.RNNModel(hparams.search_spec(config, corpus.vocab_size))
-  train_data = data_lib.batchify(corpus.train, s.batch_size)
-  search_data = data_lib.batchify(corpus.valid, s.batch_size)  # The α stream.
-  val_data = data_lib.batchify(corpus.valid, s.eval_batch_size)
+  with errors.user_input():  # Up to here, anything wrong is in what the user gave.
+    hparams.validate(config, search=True)
+    parallel.check_batch(s.batch_size, mesh, 'search.batch_size')
+    hp = hparams.SearchHParams.from_config(config)
+    corpus = data_lib.load_for_config(config.data)
+    model = model_lib.RNNModel(hparams.search_spec(config, corpus.vocab_size))
+    train_data = data_lib.batchify(corpus.train, s.batch_size, 'search.batch_size')
+    search_data = data_lib.batchify(corpus.valid, s.batch_size,  # The α stream.
+                                    'search.batch_size (validation split)')
+    val_data = data_lib.batchify(corpus.valid, s.eval_batch_size, 'search.eval_batch_size')
   step_fn = compiled_step(hp, model, mesh)
 
   def schedule(epoch):
@@ -249,8 +252,7 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
                          total_steps=s.epochs * len(schedule(1)))
   genotypes = EpochGenotype(config, model, val_data)
   hooks = [ResetEpoch(model, s.batch_size),
-           loop.LogMetrics(lambda m: f"train ppl {evaluation.perplexity(m['train_nll']):.1f}",
-                           hint=_FINITE_HINT),
+           loop.LogMetrics(lambda m: f"train ppl {evaluation.perplexity(m['train_nll']):.1f}"),
            genotypes]
   if s.stop_after_unchanged:  # The paper's criterion: the architecture stopped changing.
     hooks.append(loop.StopWhenUnchanged(
@@ -258,9 +260,11 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
             genotype_lib.derive(jax.device_get(st.alpha), tuple(config.model.ops))),
         s.stop_after_unchanged))
   result = loop.run(init_state(hp, model, config.seed), step_fn, batches, hooks, workdir,
-                    config=config, mesh=mesh, stop_after=stop_after)
+                    config=config, mesh=mesh, stop_after=stop_after,
+                    blame=lambda parts: ('search.a_lr' if set(parts) <= _ALPHA_PARTS
+                                         else 'search.w_lr'))
   genotype = genotype_lib.derive(jax.device_get(result.state.alpha), tuple(config.model.ops))
-  if result.finished:
+  if result.finished and parallel.is_primary():
     genotype_lib.save(genotype, workdir)
   summary = {'step': result.step, 'epoch': result.epoch - 1, 'val_ppl': genotypes.val_ppl,
              'genotype': genotype_lib.to_darts_string(genotype)}

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from amdarts import errors
 from amdarts import loop
 from amdarts import optim
 from amdarts import parallel
@@ -179,7 +180,7 @@ class ASGD(loop.Hook):
     eval_params = state.avg_params if averaging else state.params
     val_nll = self._nll(eval_params, self.val_data)
     if not math.isfinite(val_nll):
-      raise FloatingPointError(f'epoch {run.epoch}: non-finite validation loss; '
+      raise errors.NonFiniteError(f'epoch {run.epoch}: non-finite validation loss; '
                                f'{_FINITE_HINT}')
     if self.best_val is None or val_nll < self.best_val:
       # A copy: the step donates its input buffers, which must not alias.
@@ -206,8 +207,9 @@ class ASGD(loop.Hook):
         'genotype': genotype_lib.to_darts_string(self.genotype),
         'num_params': int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
     }
-    with open(os.path.join(run.workdir, 'result.json'), 'w') as f:
-      json.dump(self.result, f, indent=2)
+    if run.primary:
+      with open(os.path.join(run.workdir, 'result.json'), 'w') as f:
+        json.dump(self.result, f, indent=2)
     run.writer.write(run.step, {k: v for k, v in self.result.items() if k != 'genotype'},
                      kind='test')
 
@@ -226,16 +228,17 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
     `val_ppl`, `test_ppl`, `best_epoch`, `asgd_epoch` (None if never switched),
     `epochs`, `genotype`, `num_params`; `{'step': steps done}` when stopped.
   """
-  hparams.validate(config, search=False)
   t = config.train
   mesh = parallel.data_mesh()
-  parallel.check_batch(t.batch_size, mesh, 'train.batch_size')
-  genotype = genotype_lib.load(t.genotype)
-  corpus = data_lib.load_for_config(config.data)
-  model = model_lib.RNNModel(hparams.eval_spec(config, corpus.vocab_size, genotype))
-  train_data = data_lib.batchify(corpus.train, t.batch_size)
-  val_data = data_lib.batchify(corpus.valid, t.eval_batch_size)
-  test_data = data_lib.batchify(corpus.test, t.test_batch_size)
+  with errors.user_input():  # Up to here, anything wrong is in what the user gave.
+    hparams.validate(config, search=False)
+    parallel.check_batch(t.batch_size, mesh, 'train.batch_size')
+    genotype = genotype_lib.load(t.genotype)
+    corpus = data_lib.load_for_config(config.data)
+    model = model_lib.RNNModel(hparams.eval_spec(config, corpus.vocab_size, genotype))
+    train_data = data_lib.batchify(corpus.train, t.batch_size, 'train.batch_size')
+    val_data = data_lib.batchify(corpus.valid, t.eval_batch_size, 'train.eval_batch_size')
+    test_data = data_lib.batchify(corpus.test, t.test_batch_size, 'train.test_batch_size')
   hp = hparams.TrainHParams.from_config(config)
   step_fn = loop.cached(compile_step, hp, model, mesh)
 
@@ -258,12 +261,12 @@ def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
                          total_steps=t.epochs * steps_per_epoch)
   asgd = ASGD(config, model, genotype, val_data, test_data)
   hooks = [ResetHidden(model, t.batch_size),
-           loop.LogMetrics(lambda m: f"train ppl {evaluation.perplexity(m['train_nll']):.1f}",
-                           hint=_FINITE_HINT),
+           loop.LogMetrics(lambda m: f"train ppl {evaluation.perplexity(m['train_nll']):.1f}"),
            asgd]
   result = loop.run(init_state(hp, model, config.seed), step_fn, batches, hooks, workdir,
                     config=config, mesh=mesh, stop_after=stop_after,
-                    fingerprint={'genotype': genotype_lib.to_json(genotype)})
+                    fingerprint={'genotype': genotype_lib.to_json(genotype)},
+                    blame=lambda parts: 'train.w_lr')
   if not result.finished:
     return {'step': result.step}
   print(f"validation perplexity {asgd.result['val_ppl']:.2f}, "
