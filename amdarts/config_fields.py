@@ -108,6 +108,20 @@ class Shape:
     return None if ok else f'must be {self.n} positive integers'
 
 
+@dataclasses.dataclass(frozen=True)
+class Reals:
+  """len(hi) finite numbers, the i-th in [0, hi[i]]."""
+
+  hi: tuple[float, ...]
+
+  def problem(self, v: Any) -> str | None:
+    ok = (isinstance(v, (tuple, list)) and len(v) == len(self.hi) and
+          all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+              and 0 <= x <= h for x, h in zip(v, self.hi)))
+    bounds = ', '.join(f'[0, {h:g}]' for h in self.hi)
+    return None if ok else f'must be {len(self.hi)} numbers in {bounds}'
+
+
 _POSITIVE = Real(0, lo_open=True)  # Learning rates, ε scales.
 _NON_NEGATIVE = Real(0)  # Weight decays, penalties, η, ridges, clips where 0 = off.
 _RATE = Real(0, 1, hi_open=True)  # Dropout / drop-path rates, label smoothing, momenta.
@@ -184,6 +198,9 @@ FIELDS: dict[str, dict[str, Any]] = {
         'train.w_wd': _NON_NEGATIVE,
         'train.grad_clip': _NON_NEGATIVE,
         'train.cutout': Int(0),
+        'train.resized_crop': Flag(),
+        # Brightness, contrast, saturation (factors in [1 - b, 1 + b]), hue (turns).
+        'train.color_jitter': Reals((math.inf, math.inf, math.inf, 0.5)),
         'train.drop_path': _RATE,
         'train.auxiliary': Flag(),
         'train.aux_weight': _NON_NEGATIVE,

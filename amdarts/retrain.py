@@ -270,6 +270,20 @@ class TestEvaluation(loop.Hook):
     return state
 
 
+def train_augment(config, image_shape) -> data_lib.Augment:
+  """The training augmentation of `config` for images of `image_shape`.
+
+  Pad-4 random crops are CIFAR's; ImageNet-sized networks get the random-resized
+  crop (`train.resized_crop`) or, without it, the resized, centre-cropped images.
+  """
+  t = config.train
+  resized = int(image_shape[0]) if t.resized_crop else 0
+  padded = 4 if network_kind(config) == 'cifar' and not resized else 0
+  return data_lib.Augment(crop_padding=padded, flip=bool(config.data.flip),
+                          cutout_length=int(t.cutout), resized_crop=resized,
+                          color_jitter=tuple(float(v) for v in t.color_jitter))
+
+
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict | None:
   """Retrains `config.train.genotype` and evaluates it on the test split.
 
@@ -314,10 +328,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
   hp = step_config(config, steps_per_epoch)
   train_fn, eval_fn = loop.cached(compile_steps, net, hp, mesh)
 
-  # Pad-4 random crops are CIFAR's; ImageNet images come resized and centre-cropped.
-  crop = 4 if network_kind(config) == 'cifar' else 0
-  augment = data_lib.Augment(crop_padding=crop, flip=bool(config.data.flip),
-                             cutout_length=int(t.cutout))
+  augment = train_augment(config, train_ds.image_shape)
 
   def get(epoch, index):
     return parallel.put_batch(data_lib.batch_at(

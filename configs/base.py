@@ -91,6 +91,8 @@ def get_config():
   c.train.w_wd = 3e-4  # L2 on ω added to the clipped gradient (torch SGD weight_decay).
   c.train.grad_clip = 5.0  # Global-norm clip of the weight gradient (0 = off).
   c.train.cutout = 16  # Cutout length (0 = off).
+  c.train.resized_crop = False  # RandomResizedCrop to data.image_size, not the padded crop.
+  c.train.color_jitter = (0.0, 0.0, 0.0, 0.0)  # ColorJitter brightness, contrast, saturation, hue.
   c.train.drop_path = 0.2  # Final drop-path rate, rising linearly over training (and search).
   c.train.auxiliary = True  # Auxiliary head at 2/3 depth (and in search, see above).
   c.train.aux_weight = 0.4  # Weight of the auxiliary head's loss.

@@ -75,3 +75,56 @@ def test_augment_batch_is_deterministic_from_rng(indexed_dataset):
   off = data_lib.Augment(crop_padding=0, flip=False, cutout_length=0)
   plain = data_lib.augment_batch(images, np.random.default_rng(7), off, (0.5,) * 3, (0.25,) * 3)
   np.testing.assert_array_equal(plain, data_lib.normalize(images, (0.5,) * 3, (0.25,) * 3))
+
+
+# ----------------------------------------------------------------- ImageNet recipe
+
+
+def test_random_resized_crop_boxes_and_fallback():
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+  for seed in range(5):
+    out = data_lib.random_resized_crop(image, np.random.default_rng(seed), 16)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+  gray = rng.integers(0, 256, (20, 30, 1), dtype=np.uint8)
+  assert data_lib.random_resized_crop(gray, rng, 8).shape == (8, 8, 1)
+  # Whole area at the image's own aspect ratio: the box is the image.
+  import PIL.Image
+  whole = data_lib.random_resized_crop(image, rng, 16, scale=(1, 1), ratio=(53 / 37, 53 / 37))
+  np.testing.assert_array_equal(
+      whole, np.asarray(PIL.Image.fromarray(image).resize((16, 16), PIL.Image.BILINEAR)))
+  # 10×100 cannot hold the whole area at ratio <= 4/3: torchvision's fallback is the
+  # centre 10×13 box (columns 43..55), which a column-index image reveals.
+  columns = np.broadcast_to(np.arange(100, dtype=np.uint8)[None, :, None], (10, 100, 3)).copy()
+  out = data_lib.random_resized_crop(columns, rng, 13, scale=(1, 1))
+  assert out.min() >= 43 and out.max() <= 55
+
+
+def test_color_jitter_each_adjustment():
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (6, 5, 5, 3), dtype=np.uint8)
+  off = data_lib.color_jitter(images, np.random.default_rng(0), 0, 0, 0, 0)
+  np.testing.assert_array_equal(off, images)
+  # Brightness only: every pixel of an image scaled by one factor in [0.6, 1.4].
+  mid = np.full((8, 2, 2, 3), 100, np.uint8)
+  bright = data_lib.color_jitter(mid, np.random.default_rng(2), 0.4, 0, 0, 0).astype(float)
+  assert (bright == bright[:, :1, :1, :1]).all()
+  assert 60 <= bright.min() < bright.max() <= 140
+  # Saturation and hue leave gray pixels gray; contrast keeps the mean gray.
+  gray = np.repeat(rng.integers(0, 256, (4, 3, 3, 1), dtype=np.uint8), 3, axis=-1)
+  np.testing.assert_array_equal(
+      data_lib.color_jitter(gray, np.random.default_rng(3), 0, 0, 0.4, 0.2), gray)
+  flat = np.full((4, 3, 3, 3), 77, np.uint8)
+  np.testing.assert_array_equal(data_lib.color_jitter(flat, rng, 0, 0.4, 0, 0), flat)
+  # A hue turn of 1/3 maps red to green, 2/3 red to blue.
+  red = np.zeros((2, 1, 1, 3), np.float32)
+  red[..., 0] = 1
+  turned = data_lib.augment.adjust_hue(red, np.array([1 / 3, 2 / 3], np.float32))
+  np.testing.assert_allclose(turned[:, 0, 0], [[0, 1, 0], [0, 0, 1]], atol=1e-6)
+  x = rng.random((3, 4, 4, 3)).astype(np.float32)
+  np.testing.assert_allclose(data_lib.augment.adjust_hue(x, np.zeros(3, np.float32)), x,
+                             atol=1e-6)
+  # All four: u8 of the same shape, different images.
+  both = data_lib.color_jitter(images, np.random.default_rng(4), 0.4, 0.4, 0.4, 0.2)
+  assert both.shape == images.shape and both.dtype == np.uint8
+  assert not np.array_equal(both, images)

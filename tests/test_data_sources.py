@@ -1,5 +1,6 @@
 """Tests of amdarts.data.sources: IDX files, Fashion-MNIST, tfds and synthetic data."""
 
+import dataclasses
 import gzip
 import json
 import os
@@ -191,3 +192,37 @@ def test_synthetic_is_deterministic():
   np.testing.assert_array_equal(a.labels, b.labels)
   assert not np.array_equal(a.images, test.images)
   assert not np.array_equal(a.images, data_lib.synthetic(20, (8, 8, 2), 3, seed=1).images)
+
+
+def test_imagenet_augmentation_on_mock_data(prepared_cifar10, no_download):
+  """DARTS's ImageNet recipe on tfds mock data and on images of varying size."""
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=6, data_dir=prepared_cifar10[0]):
+    ds = data_lib.load_dataset('cifar10', 'train', data_dir='/nonexistent')
+  augment = dataclasses.replace(data_lib.IMAGENET_AUGMENT, resized_crop=24)
+  batch = data_lib.batch_at(ds, 0, 0, batch_size=4, seed=0, augment=augment)
+  assert batch['image'].shape == (4, 24, 24, 3) and batch['image'].dtype == np.float32
+  low = (0 - np.array(ds.mean)) / np.array(ds.std)
+  high = (1 - np.array(ds.mean)) / np.array(ds.std)
+  assert (batch['image'] >= low - 1e-6).all() and (batch['image'] <= high + 1e-6).all()
+  again = data_lib.batch_at(ds, 0, 0, batch_size=4, seed=0, augment=augment)
+  np.testing.assert_array_equal(batch['image'], again['image'])
+
+  # ImageNet's images vary in size: crops from the decoded images, centre crops at test.
+  rng = np.random.default_rng(5)
+  source = [{'image': rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8), 'label': i}
+            for i, (h, w) in enumerate(rng.integers(20, 60, (6, 2)))]
+  stream = data_lib.StreamingDataset(source, num_classes=6, mean=ds.mean, std=ds.std,
+                                     image_shape=(24, 24, 3), resize=True, num_threads=3)
+  train = data_lib.batch_at(stream, 1, 0, batch_size=6, seed=0, augment=augment)
+  assert train['image'].shape == (6, 24, 24, 3)
+  # The crops follow the examples, not the threads that read them.
+  one_thread = data_lib.StreamingDataset(source, num_classes=6, mean=ds.mean, std=ds.std,
+                                         image_shape=(24, 24, 3), resize=True, num_threads=1)
+  np.testing.assert_array_equal(
+      train['image'], data_lib.batch_at(one_thread, 1, 0, batch_size=6, seed=0,
+                                        augment=augment)['image'])
+  test = data_lib.batch_at(stream, 0, 0, batch_size=6, seed=0, shuffle=False)
+  centre = np.stack([data_lib.resize_center_crop(e['image'], (24, 24)) for e in source])
+  np.testing.assert_array_equal(test['image'], data_lib.normalize(centre, ds.mean, ds.std))

@@ -122,6 +122,7 @@ def test_non_finite_loss_names_the_step(tmp_path, monkeypatch):
     ('genotype', 'NOT_A_GENOTYPE', 'unknown genotype'),
     ('genotype', '', 'no genotype'),
     ('w_lr_schedule', 'step', 'lr_schedule must be one of'),
+    ('color_jitter', (0.4, 0.4, 0.4, 0.7), r'color_jitter must be 4 numbers in .*\[0, 0.5\]'),
 ])
 def test_bad_config_fails_before_training(tmp_path, field, value, match):
   config = _tiny_config()
@@ -295,3 +296,12 @@ def test_two_devices_match_one_device(run_with_devices):
   assert proc.returncode == 0, proc.stderr[-3000:]
   maxdiff = float(proc.stdout.split('MAXDIFF')[1])
   assert maxdiff < 1e-5
+
+
+def test_imagenet_config_trains_with_darts_imagenet_augmentation():
+  from configs import cifar_s1, imagenet  # pylint: disable=g-import-not-at-top
+  config = imagenet.get_config()
+  assert retrain.train_augment(config, (224, 224, 3)) == data_lib.IMAGENET_AUGMENT
+  assert config.train.label_smoothing == 0.1
+  assert retrain.train_augment(cifar_s1.get_config(), (32, 32, 3)) == data_lib.Augment(
+      crop_padding=4, flip=True, cutout_length=16)

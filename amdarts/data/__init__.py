@@ -8,7 +8,8 @@ One idea per module; the names a caller needs are re-exported here, so callers w
   datasets   what a dataset is: `ArrayDataset` (in memory), `StreamingDataset` (read
              by index), `channel_stats`, the DARTS `search_split`
   augment    per-batch preprocessing: `normalize`, `random_crop`, `random_flip`,
-             `cutout`, `Augment`, `augment_batch`, `resize_center_crop`
+             `cutout`, `random_resized_crop`, `color_jitter`, `Augment`,
+             `IMAGENET_AUGMENT`, `augment_batch`, `resize_center_crop`
   batching   `batch_at(dataset, epoch, index, ...)`, `epoch_batches`, the resumable
              `Batches` stream
   seeds      the seed sequences that keep the random streams apart
@@ -18,11 +19,14 @@ before, so a resumed run sees exactly the batches of an uninterrupted one.
 """
 
 from amdarts.data.augment import Augment
+from amdarts.data.augment import IMAGENET_AUGMENT
 from amdarts.data.augment import augment_batch
+from amdarts.data.augment import color_jitter
 from amdarts.data.augment import cutout
 from amdarts.data.augment import normalize
 from amdarts.data.augment import random_crop
 from amdarts.data.augment import random_flip
+from amdarts.data.augment import random_resized_crop
 from amdarts.data.augment import resize_center_crop
 from amdarts.data.batching import Batches
 from amdarts.data.batching import batch_at

@@ -7,7 +7,13 @@ order in which batches are drawn. Optional arguments (`offsets`, `flips`, `cente
 fix the random choices for tests.
 
     Augment(crop_padding=4, flip=True, cutout_length=0)    the DARTS CIFAR recipe
-    augment_batch(images, rng, augment, mean, std) -> f32  crop, flip, normalise, cutout
+    IMAGENET_AUGMENT                                       DARTS's ImageNet recipe
+    augment_batch(images, rng, augment, mean, std) -> f32  crop, flip, jitter,
+                                                           normalise, cutout
+
+The random-resized crop works on each decoded image before the batch is stacked
+(images vary in size), so `batching.batch_at` draws one seed per example and hands
+`random_resized_crop` to the dataset's `take`; the rest works on the stacked batch.
 
 A new augmentation (e.g. ImageNet's random-resized crop and colour jitter) is one
 function here and, when it is part of a recipe, one field of `Augment` and one line
@@ -17,6 +23,7 @@ of `augment_batch`, which fixes the order of the draws.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
@@ -145,19 +152,158 @@ def cutout(
   return np.where(square_BxHxW[..., None], np.zeros((), images.dtype), images)
 
 
+def random_resized_crop(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+  """torchvision's RandomResizedCrop(size): a random box, resized (bilinear) to size².
+
+  The box covers a uniform fraction `scale` of the area with a log-uniform aspect
+  ratio in `ratio`; after 10 draws that do not fit, the centre crop of the largest
+  box with an aspect ratio in `ratio` (torchvision's fallback).
+
+  Args:
+    image: u8[H, W, C], any H and W.
+    rng: draws the box.
+    size: output side.
+    scale: range of the box's area as a fraction of the image's.
+    ratio: range of the box's width / height.
+
+  Returns:
+    u8[size, size, C].
+  """
+  import PIL.Image  # Only ImageNet-style training needs PIL.
+
+  h, w, c = image.shape
+  for _ in range(10):
+    area = h * w * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    box_w, box_h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+    if 0 < box_w <= w and 0 < box_h <= h:
+      top, left = rng.integers(0, h - box_h + 1), rng.integers(0, w - box_w + 1)
+      break
+  else:
+    box_w, box_h = w, h
+    if w / h < ratio[0]:
+      box_h = round(w / ratio[0])
+    elif w / h > ratio[1]:
+      box_w = round(h * ratio[1])
+    top, left = (h - box_h) // 2, (w - box_w) // 2
+  crop = image[top:top + box_h, left:left + box_w]
+  pil = PIL.Image.fromarray(crop[..., 0] if c == 1 else crop)
+  out = np.asarray(pil.resize((size, size), PIL.Image.BILINEAR))
+  return out[..., None] if c == 1 else out
+
+
+def _grayscale(x: np.ndarray) -> np.ndarray:
+  """ITU-R 601-2 luma of f[..., 3] (torchvision's rgb_to_grayscale), keepdims."""
+  return x @ np.array([0.299, 0.587, 0.114], x.dtype)[:, None]
+
+
+def _rgb_to_hsv(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  maxc, minc = x.max(-1), x.min(-1)
+  delta = maxc - minc
+  s = np.where(maxc > 0, delta / np.where(maxc > 0, maxc, 1), 0)
+  d = np.where(delta > 0, delta, 1)
+  rc, gc, bc = [(maxc - x[..., i]) / d for i in range(3)]
+  h = np.where(maxc == x[..., 0], bc - gc,
+               np.where(maxc == x[..., 1], 2 + rc - bc, 4 + gc - rc))
+  return np.where(delta > 0, (h / 6) % 1, 0), s, maxc
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+  i = np.floor(h * 6)
+  f = h * 6 - i
+  i = i.astype(np.int64) % 6
+  p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+  channels = [(v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q)]
+  return np.stack([np.choose(i, ch) for ch in channels], axis=-1)
+
+
+def adjust_hue(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+  """Rotates the hue of f[B, H, W, 3] in [0, 1] by shift[B] turns (in [-0.5, 0.5])."""
+  h, s, v = _rgb_to_hsv(x)
+  return _hsv_to_rgb((h + shift[:, None, None]) % 1, s, v).astype(x.dtype)
+
+
+def color_jitter(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+) -> np.ndarray:
+  """torchvision's ColorJitter: each image gets the 4 adjustments in a random order.
+
+  Factors are uniform in [max(0, 1 − b), 1 + b] for brightness, contrast and
+  saturation and the hue shift uniform in [−hue, hue] turns, drawn per image.
+  Brightness scales the pixels, contrast blends with the image's mean gray,
+  saturation with each pixel's gray, hue rotates in HSV; values are clipped to
+  [0, 255] after each, as on the PIL images DARTS jitters.
+
+  Args:
+    images: u8[B, H, W, 3].
+    rng: draws the factors and orders.
+    brightness, contrast, saturation: jitter strengths (0 = off).
+    hue: maximal hue shift in turns, in [0, 0.5].
+
+  Returns:
+    u8[B, H, W, 3].
+  """
+  b = len(images)
+  factor = lambda j: rng.uniform(max(0.0, 1 - j), 1 + j, b).astype(np.float32)
+  f_b, f_c, f_s = factor(brightness), factor(contrast), factor(saturation)
+  shift = rng.uniform(-hue, hue, b).astype(np.float32)
+  order = np.argsort(rng.random((b, 4)), axis=1)  # A random permutation per image.
+  x = images.astype(np.float32) / 255
+  blend = lambda x, f, other: np.clip(f[:, None, None, None] * (x - other) + other, 0, 1)
+  adjust = (
+      lambda x, k: np.clip(x * f_b[k, None, None, None], 0, 1),
+      lambda x, k: blend(x, f_c[k], _grayscale(x).mean((1, 2, 3), keepdims=True)),
+      lambda x, k: blend(x, f_s[k], _grayscale(x)),
+      lambda x, k: adjust_hue(x, shift[k]),
+  )
+  active = (brightness > 0, contrast > 0, saturation > 0, hue > 0)
+  for position in range(4):
+    for op in range(4):
+      k = np.flatnonzero(order[:, position] == op)
+      if active[op] and len(k):
+        x[k] = adjust[op](x[k], k)
+  return np.round(x * 255).astype(np.uint8)
+
+
 @dataclasses.dataclass(frozen=True)
 class Augment:
-  """Training augmentation of DARTS: crop, flip, then (after normalising) cutout.
+  """Training augmentation: DARTS's CIFAR recipe by default.
+
+  In order: random-resized crop or padded crop, flip, colour jitter, normalisation,
+  cutout.
 
   Attributes:
     crop_padding: zero padding of the random crop; 0 disables the crop.
     flip: random horizontal flips (right for CIFAR, wrong for e.g. digits).
     cutout_length: side of the cutout square; 0 disables cutout.
+    resized_crop: output side of `random_resized_crop`, done per example while the
+      batch is read (`batching.batch_at`); 0 disables it.
+    color_jitter: (brightness, contrast, saturation, hue) of `color_jitter`; all
+      0 disables it.
   """
 
   crop_padding: int = 4
   flip: bool = True
   cutout_length: int = 0
+  resized_crop: int = 0
+  color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+
+# DARTS's train_imagenet.py: RandomResizedCrop(224), RandomHorizontalFlip and
+# ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2).
+IMAGENET_AUGMENT = Augment(crop_padding=0, flip=True, resized_crop=224,
+                           color_jitter=(0.4, 0.4, 0.4, 0.2))
 
 
 def augment_batch(
@@ -183,6 +329,8 @@ def augment_batch(
     images = random_crop(images, rng, augment.crop_padding)
   if augment.flip:
     images = random_flip(images, rng)
+  if any(augment.color_jitter):
+    images = color_jitter(images, rng, *augment.color_jitter)
   x = normalize(images, mean, std)
   if augment.cutout_length:
     x = cutout(x, rng, augment.cutout_length)

@@ -86,12 +86,19 @@ def batch_at(
     raise IndexError(f'batch {index} out of range: {steps} batches of {batch_size} in {n} examples')
   order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
   indices = order[index * batch_size:(index + 1) * batch_size]
-  images, labels = dataset.take(indices)
   if augment is None:
+    images, labels = dataset.take(indices)
     x = augment_lib.normalize(images, dataset.mean, dataset.std)
   else:
-    x = augment_lib.augment_batch(images, batch_rng(seed, epoch, index), augment, dataset.mean,
-                                  dataset.std)
+    rng = batch_rng(seed, epoch, index)
+    crop = None
+    if augment.resized_crop:
+      # One generator per example: the reading threads' order cannot change the crops.
+      crop_seeds = rng.integers(0, 2**63, len(indices))
+      crop = lambda image, k: augment_lib.random_resized_crop(
+          image, np.random.default_rng(crop_seeds[k]), augment.resized_crop)
+    images, labels = dataset.take(indices, crop)
+    x = augment_lib.augment_batch(images, rng, augment, dataset.mean, dataset.std)
   batch = {'image': x, 'label': labels.astype(np.int32, copy=False)}
   if not drop_remainder:
     real = len(indices)

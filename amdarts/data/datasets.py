@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from amdarts.data import augment as augment_lib
 from amdarts.data import seeds
+
+
+# crop(image, k): the k-th example of a `take`, u8[h, w, C] as decoded, to u8[H, W, C]
+# (the training crop of images of any size, e.g. `augment.random_resized_crop`).
+Crop = Callable[[np.ndarray, int], np.ndarray]
 
 
 class Dataset(Protocol):
@@ -39,7 +44,7 @@ class Dataset(Protocol):
   def image_shape(self) -> tuple[int, int, int]:
     ...
 
-  def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def take(self, indices: np.ndarray, crop: Crop | None = None) -> tuple[np.ndarray, np.ndarray]:
     ...
 
   def subset(self, indices: np.ndarray) -> 'Dataset':
@@ -87,9 +92,12 @@ class ArrayDataset:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.images.shape[1:])
 
-  def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (u8[B,H,W,C], i32[B]) for the given example indices."""
-    return self.images[indices], self.labels[indices]
+  def take(self, indices: np.ndarray, crop: Crop | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (u8[B,H,W,C], i32[B]) for the given example indices, each `crop`ped."""
+    if crop is None:
+      return self.images[indices], self.labels[indices]
+    images = [crop(self.images[i], k) for k, i in enumerate(np.asarray(indices))]
+    return np.stack(images), self.labels[indices]
 
   def subset(self, indices: np.ndarray) -> ArrayDataset:
     """Returns the examples at `indices` as a new dataset with the same stats."""
@@ -154,12 +162,14 @@ class StreamingDataset:
   def image_shape(self) -> tuple[int, int, int]:
     return self._image_shape
 
-  def _read(self, i: int) -> tuple[np.ndarray, int]:
+  def _read(self, i: int, k: int, crop: Crop | None) -> tuple[np.ndarray, int]:
     example = self.source[int(i)]
     image = np.asarray(example[self.image_key])
     if image.ndim == 2:
       image = image[..., None]
-    if self.resize:
+    if crop is not None:  # Instead of the resize: from the image as decoded.
+      image = crop(image, k)
+    elif self.resize:
       image = augment_lib.resize_center_crop(image, self._image_shape[:2])
     if image.shape != self._image_shape:
       raise ValueError(
@@ -168,11 +178,16 @@ class StreamingDataset:
       )
     return image, int(example[self.label_key])
 
-  def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (u8[B,H,W,C], i32[B]) for the given example indices."""
+  def take(self, indices: np.ndarray, crop: Crop | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (u8[B,H,W,C], i32[B]) for the given example indices.
+
+    Each image is `crop`ped as decoded when `crop` is given, else resized and
+    centre-cropped when the dataset resizes.
+    """
     source_indices = self.indices[np.asarray(indices)]
     with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
-      pairs = list(pool.map(self._read, source_indices))
+      pairs = list(pool.map(self._read, source_indices, range(len(source_indices)),
+                            [crop] * len(source_indices)))
     if not pairs:
       return np.zeros((0, *self._image_shape), np.uint8), np.zeros((0,), np.int32)
     images = np.stack([p[0] for p in pairs]).astype(np.uint8, copy=False)
