@@ -182,6 +182,8 @@ FIELDS: dict[str, dict[str, Any]] = {
         'search.alpha_init_scale': _NON_NEGATIVE,
         'search.eval_batches': Int(0),
         'search.diag_every': Int(0),
+        'search.hessian_every': Int(0),  # 0 = off.
+        'search.hessian_iters': Int(1),
         'search.implicit_solver': Text(),
         'search.implicit_maxiter': Int(1),
         'search.implicit_ridge': _NON_NEGATIVE,
@@ -269,7 +271,8 @@ RESUMABLE = frozenset({
     'search.epochs', 'train.epochs', 'search.stop_after_unchanged',  # Its length.
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
     # Evaluation and diagnostics read the state; they do not change it.
-    'search.eval_batches', 'search.diag_every', 'search.eval_batch_size',
+    'search.eval_batches', 'search.diag_every', 'search.hessian_every',
+    'search.eval_batch_size',
     'train.eval_batch_size', 'train.test_batch_size',
     # Locations, not contents (a retraining also fingerprints the genotype itself).
     'data.data_dir', 'data.fortunes_dir', 'train.genotype',

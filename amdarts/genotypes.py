@@ -1,4 +1,4 @@
-"""Discrete cell genotypes: the types, their validation, derivation from α/β, statistics.
+"""Discrete cell genotypes: types, validation, derivation from α/β, sampling, statistics.
 
 A cell genotype lists, node by node, the two kept inputs of every intermediate node as
 `(op_name, input_state)` genes (state 0 = c_{k-2}, 1 = c_{k-1}, node j = state j+2),
@@ -374,6 +374,46 @@ def derive(spec: spaces.SpaceSpec, arch: Mapping[str, Any]) -> AnyGenotype:
       CellGenotype(_cell_genes(spec, arch, spec.cell_key(i), topology), concat,
                    spec.is_reduction(i))
       for i in range(spec.num_cells)))
+
+
+def _sampled_genes(spec: spaces.SpaceSpec, key: str, rng: np.random.Generator,
+                   cand: np.ndarray) -> tuple[Gene, ...]:
+  """One cell's genes for `sample`: inputs as `derive` keeps them, ops uniform."""
+  if spec.edge_mode == 'fixed':
+    kept = spec.edges(key)
+  else:  # pruned and searched: one of the node's C(node + 2, 2) input pairs.
+    kept = [(int(src), node) for node in range(spec.steps)
+            for src in np.sort(rng.choice(node + 2, size=2, replace=False))]
+  return tuple((spec.ops[int(rng.choice(cand))], int(src)) for src, _ in kept)
+
+
+def sample(spec: spaces.SpaceSpec, rng: np.random.Generator) -> AnyGenotype:
+  """A genotype drawn uniformly from those `derive` can return for `spec`.
+
+  The random-search baseline of Table 1: every network of the space is equally
+  likely. Each node's two inputs are a uniform pair of distinct earlier states (in
+  `pruned` and `searched` mode, the pairs DARTS's rule and eq. 16 can keep; `fixed`
+  mode keeps the spec's edges), and every kept edge's op is uniform over the
+  non-`none` ops, as `derive` never keeps `none`. Genes of a node are listed sources
+  ascending (the order of a node's two inputs does not change the network).
+
+  Args:
+    spec: the search space.
+    rng: the host random generator (sampling draws no device randomness).
+
+  Returns:
+    A validated `Genotype` when α is shared by cell type, else a `PerCellGenotype`.
+  """
+  cand = candidates(spec.ops)
+  concat = tuple(range(2, 2 + spec.steps))
+  if spec.shared:
+    genes = {key: _sampled_genes(spec, key, rng, cand) for key in spec.cell_keys}
+    reduce = genes.get('reduce', ())
+    return validate(Genotype(genes['normal'], concat, reduce, concat if reduce else ()))
+  return validate(PerCellGenotype(tuple(
+      CellGenotype(_sampled_genes(spec, spec.cell_key(i), rng, cand), concat,
+                   spec.is_reduction(i))
+      for i in range(spec.num_cells))))
 
 
 # ----------------------------------------------------------------------------------

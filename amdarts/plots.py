@@ -1,7 +1,9 @@
 """Figures: the search curves of Fig. 1 and drawings of genotype cells.
 
     search_curves(history, path)      normal cell: none weight, skip ratio, #P; accuracy
+    curves_by_arm(runs, panels, path) the same kind of panels, one colour per study arm
     draw_genotype(genotype, path)     the cell(s) of a genotype, PNG or SVG
+    draw_cells(cells, path)           chosen cells side by side (e.g. an η sweep, Fig. 5)
 
 Matplotlib is imported inside the functions, on its Agg canvas (no pyplot, no
 display), so importing this module costs nothing.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from amdarts import genotypes
 from amdarts import ops as ops_lib
@@ -53,6 +55,55 @@ def search_curves(history: Sequence[dict], path: str):
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   return fig
+
+
+def curves_by_arm(runs: Mapping[str, Sequence[Sequence[dict]]],
+                  panels: Sequence[tuple[str, str]], path: str, *, x: str = 'epoch',
+                  log_panels: Sequence[str] = (), zero_line: Sequence[str] = ()) -> None:
+  """One panel per quantity; per arm the mean over seeds bold, every seed thin.
+
+  Args:
+    runs: arm -> one record sequence per seed; a record is a dict holding `x` and
+      (some of) the panels' keys. Seeds may have different x values: the mean is
+      taken over the seeds that have a value at each x.
+    panels: (key, title) per panel.
+    path: output PNG.
+    x: the key of the horizontal axis.
+    log_panels: keys whose panel has a logarithmic y axis (non-positive values dropped).
+    zero_line: keys whose panel gets a dashed line at y = 0 (signs matter there).
+  """
+  from matplotlib.figure import Figure
+
+  ncols = min(len(panels), 4)
+  nrows = math.ceil(len(panels) / ncols)
+  fig = Figure(figsize=(3.6 * ncols, 3.0 * nrows))
+  colours = [f'C{i}' for i in range(10)]
+  for k, (key, title) in enumerate(panels):
+    ax = fig.add_subplot(nrows, ncols, k + 1)
+    for i, (arm, seeds) in enumerate(runs.items()):
+      colour = colours[i % len(colours)]
+      by_x: dict[float, list[float]] = {}
+      for records in seeds:
+        pts = [(r[x], r[key]) for r in records if r.get(key) is not None
+               and math.isfinite(r[key]) and (key not in log_panels or r[key] > 0)]
+        if len(seeds) > 1 and pts:
+          ax.plot(*zip(*pts), color=colour, lw=0.6, alpha=0.35)
+        for px, py in pts:
+          by_x.setdefault(px, []).append(py)
+      if by_x:
+        xs = sorted(by_x)
+        ax.plot(xs, [sum(by_x[v]) / len(by_x[v]) for v in xs], color=colour, lw=1.6,
+                marker='.', label=arm)
+    if key in log_panels:
+      ax.set_yscale('log')
+    if key in zero_line:
+      ax.axhline(0.0, color='gray', lw=0.8, ls='--')
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(x)
+    if k == 0:
+      ax.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
 
 
 # ----------------------------------------------------------------------------------
@@ -162,3 +213,31 @@ def draw_genotype(genotype: genotypes.AnyGenotype, path: str | os.PathLike,
     if parent:
       os.makedirs(parent, exist_ok=True)
     fig.savefig(path, format=fmt, dpi=dpi)
+
+
+def draw_cells(cells: Sequence[tuple[str, genotypes.CellGenotype]], path: str | os.PathLike,
+               dpi: int = 120) -> None:
+  """Draws the given cells side by side (at most 4 per row), each under its title.
+
+  Args:
+    cells: (title, cell) pairs, e.g. the normal cell of every η of a sweep (Fig. 5).
+    path: output `.png` or `.svg`.
+    dpi: resolution of a PNG.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  if not cells:
+    raise ValueError('draw_cells needs at least one cell')
+  path = os.fspath(path)
+  fmt = os.path.splitext(path)[1].lower().lstrip('.')
+  if fmt not in ('png', 'svg'):
+    raise ValueError(f'draw_cells writes .png or .svg, got {path!r}')
+  ncols = min(4, len(cells))
+  nrows = math.ceil(len(cells) / ncols)
+  fig = Figure(figsize=(4.0 * ncols, 3.6 * nrows))
+  FigureCanvasAgg(fig)
+  for i, (title, cell) in enumerate(cells):
+    _draw_cell(fig.add_subplot(nrows, ncols, i + 1), cell, title, 9)
+  fig.tight_layout()
+  fig.savefig(path, format=fmt, dpi=dpi)

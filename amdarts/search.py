@@ -33,6 +33,7 @@ import optax
 from amdarts import checkpoint as ckpt_lib
 from amdarts import config_lib
 from amdarts import data as data_lib
+from amdarts import diagnostics
 from amdarts import errors
 from amdarts import genotype_text
 from amdarts import genotypes as geno_lib
@@ -124,6 +125,7 @@ class Searcher:
                                 donate_state=True)
     self.eval_fn = parallel.jit(self.eval_step, self.mesh)
     self.diag_fn = parallel.jit(self.diagnose, self.mesh, batch_args=2)
+    self.hessian_fn = parallel.jit(self.alpha_hessian, self.mesh)
 
   def init(self, seed: int) -> SearchState:
     rng = jax.random.PRNGKey(seed)
@@ -194,6 +196,17 @@ class Searcher:
         hypergrad.StepContext(lr=self.lr(state.step)), eta=s.eta, weight_decay=s.w_wd,
         solver=s.implicit_solver, maxiter=s.implicit_maxiter, ridge=s.implicit_ridge)
 
+  def alpha_hessian(self, state: SearchState, val_batch):
+    """Dominant eigenvalue of ∇²α L_val on `val_batch` (R-DARTS's collapse signal).
+
+    L_val as the α step sees it (training-mode batch norm, the auxiliary head), without
+    drop-path so that the operator is the same at every power-iteration product.
+    """
+    loss_fn = make_loss_fn(self.net, state.rng, self._aux_weight)
+    return diagnostics.alpha_hessian_eigenvalue(
+        loss_fn, state.params, state.alpha, state.model_state, val_batch,
+        jax.random.fold_in(state.rng, 2), iters=self.config.search.hessian_iters)
+
   def genotype(self, alpha):
     return geno_lib.derive(self.spec, jax.device_get(alpha))
 
@@ -249,6 +262,31 @@ class Diagnostics(loop.Hook):
     if run.step % self.every == 0:
       diag = jax.device_get(self.searcher.diag_fn(state, *batch))
       run.writer.write(run.step, diag, kind='diagnostic')
+
+
+class AlphaHessian(loop.Hook):
+  """The dominant eigenvalue of ∇²α L_val at the start and every `every` epochs.
+
+  Always on the same (unaugmented) search-val batch, so values compare over a run;
+  recorded as kind='hessian' with the epoch it follows (0: the initial α).
+  """
+
+  def __init__(self, searcher: Searcher, val_batch, every: int):
+    self.searcher, self.val_batch, self.every = searcher, val_batch, every
+
+  def _record(self, run, state, epoch: int) -> None:
+    out = jax.device_get(self.searcher.hessian_fn(state, self.val_batch))
+    run.writer.write(run.step, {'epoch': epoch, 'eigenvalue': out['eigenvalue'],
+                                'residual': out['residual']}, kind='hessian')
+
+  def start(self, run, state):
+    if run.step == 0:
+      self._record(run, state, 0)
+
+  def end_epoch(self, run, state):
+    if (run.epoch + 1) % self.every == 0:
+      self._record(run, state, run.epoch + 1)
+    return state
 
 
 class EpochRecord(loop.Hook):
@@ -412,6 +450,10 @@ def _search(config, workdir: str, stop_after: int | None) -> tuple[Any, loop.Res
   hooks = [ResetEpochSums()]
   if s.diag_every:
     hooks.append(Diagnostics(searcher, s.diag_every))
+  if s.hessian_every:
+    first = data_lib.batch_at(search_val, 0, 0, batch_size=s.batch_size, seed=config.seed,
+                              shuffle=False)
+    hooks.append(AlphaHessian(searcher, parallel.put_batch(first, mesh), s.hessian_every))
   hooks += [loop.LogMetrics(lambda m: f"loss {m['train_loss']:.3f} val {m['val_loss']:.3f}"),
             EpochRecord(searcher, search_val, config), Plots(searcher)]
   if s.stop_after_unchanged:

@@ -73,6 +73,8 @@ def get_config():
   c.search.alpha_init_scale = 1e-3  # α ~ scale · N(0, 1) as DARTS.
   c.search.eval_batches = 0  # Super-net eval on search-val per epoch: N batches (0 = all).
   c.search.diag_every = 0  # Every K steps log cos(g2', g2), cos(g2_darts, g2); 0 = off.
+  c.search.hessian_every = 0  # Every N epochs (and at 0) log λ_max of ∇²α L_val; 0 = off.
+  c.search.hessian_iters = 20  # Power-iteration products (exact HVPs in α) per λ_max.
   c.search.implicit_solver = 'cg'  # Implicit g2 (estimator and diagnostic): 'cg'/'neumann'.
   c.search.implicit_maxiter = 20  # CG iterations / Neumann terms.
   c.search.implicit_ridge = 1e-2  # Damping: (H + ridge·I)⁻¹.

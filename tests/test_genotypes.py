@@ -209,3 +209,79 @@ def test_derive_rejects_wrong_alpha_shape():
   arch = {'normal': {'alpha': jnp.zeros((5, 8))}, 'reduce': {'alpha': jnp.zeros((14, 8))}}
   with pytest.raises(ValueError, match=r'reduce/alpha has shape \(14, 8\), the space needs'):
     genotypes.derive(spec, arch)
+
+
+# ----------------------------------------------------------------------------------
+# Uniform sampling (random search).
+
+
+def _alpha_deriving(spec, genotype):
+  """An architecture from which `derive` returns `genotype` (None if there is none).
+
+  Each kept gene's edge gets weight on its op only, the node's first gene more than
+  its second (derive lists a node's genes strongest first); searched mode puts β on
+  the node's kept pair.
+  """
+  pairs = spec.pairs()
+  arch = {}
+  keys = spec.cell_keys if spec.shared else [spec.cell_key(i) for i in range(spec.num_cells)]
+  for (_, cell), cell_key in zip(genotypes.named_cells(genotype), keys):
+    edges = spec.edges(cell_key)
+    a = np.zeros((len(edges), len(spec.ops)), np.float32)
+    beta = np.zeros(len(pairs), np.float32)
+    for k, (op, src) in enumerate(cell.genes):
+      node = k // 2
+      if (src, node) not in edges:
+        return None
+      a[edges.index((src, node)), spec.ops.index(op)] = 8.0 - (k % 2)
+    for node in range(spec.steps):
+      kept = tuple(sorted(src for _, src in cell.genes[2 * node:2 * node + 2]))
+      if spec.has_beta:
+        beta[pairs.index((node, kept))] = 5.0
+    arch[cell_key] = {'alpha': jnp.asarray(a)}
+    if spec.has_beta:
+      arch[cell_key]['beta'] = jnp.asarray(beta)
+  return arch
+
+
+@pytest.mark.parametrize('space,edge_mode,shared', [
+    ('s1', 'pruned', True), ('s3', 'searched', True), ('s2', 'fixed', False)])
+def test_sample_draws_derivable_genotypes_and_covers_the_space(space, edge_mode, shared):
+  """Every draw is a genotype `derive` can return; every op and input pair appears."""
+  spec = spaces.SpaceSpec(ops=spaces.SPACE_OPS[space], num_cells=4, shared=shared,
+                          edge_mode=edge_mode, steps=4)
+  rng = np.random.default_rng(0)
+  ops_seen, pairs_seen = {}, {}
+  draws = 400
+  for _ in range(draws):
+    g = genotypes.sample(spec, rng)
+    assert genotypes.validate(g) == g
+    assert type(g) is (genotypes.Genotype if shared else genotypes.PerCellGenotype)
+    arch = _alpha_deriving(spec, g)
+    assert arch is not None and genotypes.derive(spec, arch) == g
+    for _, cell in genotypes.named_cells(g):
+      for op, _ in cell.genes:
+        ops_seen[op] = ops_seen.get(op, 0) + 1
+      for node in range(spec.steps):
+        pair = tuple(src for _, src in cell.genes[2 * node:2 * node + 2])
+        pairs_seen[(node, pair)] = pairs_seen.get((node, pair), 0) + 1
+  kept_ops = [op for op in spec.ops if op != 'none']
+  assert sorted(ops_seen) == sorted(kept_ops)  # none never kept, every other op drawn.
+  counts = np.array([ops_seen[op] for op in kept_ops])
+  # Uniform ops: each count within 20% of the mean (the mean is >= 400 per op here).
+  assert np.all(np.abs(counts - counts.mean()) < 0.2 * counts.mean()), ops_seen
+  if edge_mode == 'fixed':
+    assert set(pairs_seen) == {(n, p) for n, p in enumerate(spaces.fixed_pairs(4))}
+  else:
+    assert set(pairs_seen) == set(spaces.node_pairs(4))  # Every pair of every node.
+    last = np.array([v for (n, _), v in pairs_seen.items() if n == 3])  # 10 pairs.
+    assert np.all(np.abs(last - last.mean()) < 0.35 * last.mean()), pairs_seen
+
+
+def test_sample_is_a_function_of_the_generator_state():
+  spec = spaces.SpaceSpec(ops=spaces.SPACE_OPS['s3'], num_cells=3, steps=2)
+  first, again = (genotypes.sample(spec, np.random.default_rng(7)) for _ in range(2))
+  assert first == again  # Random search's k-th sample is reproducible.
+  assert genotypes.sample(spec, np.random.default_rng(8)) != first
+  rng = np.random.default_rng(7)
+  assert len({genotypes.sample(spec, rng) for _ in range(20)}) > 10
