@@ -208,16 +208,14 @@ def cell_dir(workdir: str, cell: Cell) -> str:
   return os.path.join(workdir, 'runs', cell.arm.name, f'seed_{cell.seed}')
 
 
-def _claim(directory: str, fp: dict) -> None:
-  """Stores the cell's fingerprint, or checks it against the one stored before.
+def _check_claim(directory: str, fp: dict) -> None:
+  """Checks the cell's fingerprint against the one stored before, if any.
 
   Raises:
     ValueError: naming the fields that differ, when the cell holds another config.
   """
-  os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, 'cell.json')
   if not os.path.exists(path):
-    write_json(path, {'fingerprint': fp})
     return
   old = _read_json(path)['fingerprint']
   if old != fp:
@@ -225,6 +223,14 @@ def _claim(directory: str, fp: dict) -> None:
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     raise ValueError(f'{directory} holds a cell of another config (differs in '
                      f'{", ".join(diff[:8])}); use a new --workdir')
+
+
+def _claim(directory: str, fp: dict) -> None:
+  """Stores the cell's fingerprint in its folder (after `_check_claim`)."""
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, 'cell.json')
+  if not os.path.exists(path):
+    write_json(path, {'fingerprint': fp})
 
 
 # ------------------------------------------------------------------ one cell
@@ -267,6 +273,7 @@ def run_cell(config, workdir: str, cell: Cell, *,
 
   directory = cell_dir(workdir, cell)
   cfg = cell_config(config, cell)
+  _check_claim(directory, fingerprint(cfg))
   _claim(directory, fingerprint(cfg))
   summary_path = os.path.join(directory, 'summary.json')
   if os.path.exists(summary_path):
@@ -608,6 +615,26 @@ def validate(config) -> None:
   config_lib.validate_train(cell_config(config, Cell(parse_arm(RANDOM), 0)))
 
 
+def claim_cells(config, workdir: str, only: Sequence[str] = ()) -> list[Cell]:
+  """Validates the config and claims the cells to run in `workdir` (no heavy work).
+
+  Returns:
+    The cells: those `only` names, or the whole grid.
+
+  Raises:
+    ValueError: one line, for a bad config, an unknown cell, or a cell folder that
+      holds another config's run (then nothing is written).
+  """
+  validate(config)
+  cells = [find_cell(config, key) for key in only] if only else grid(config)
+  fps = [fingerprint(cell_config(config, cell)) for cell in cells]
+  for cell, fp in zip(cells, fps):  # Check every cell before claiming any.
+    _check_claim(cell_dir(workdir, cell), fp)
+  for cell, fp in zip(cells, fps):
+    _claim(cell_dir(workdir, cell), fp)
+  return cells
+
+
 def run(config, workdir: str, *, only: Sequence[str] = (),
         print_fn: Callable[[str], None] = print) -> dict | None:
   """Runs the study (or the cells `only` names) in `workdir`, resuming what exists.
@@ -623,9 +650,7 @@ def run(config, workdir: str, *, only: Sequence[str] = (),
   """
   from amdarts import study_report  # matplotlib only when reporting.
 
-  validate(config)
-  cells = [find_cell(config, key) for key in only] if only else grid(config)
-  os.makedirs(workdir, exist_ok=True)
+  cells = claim_cells(config, workdir, only)
   write_json(os.path.join(workdir, 'study_config.json'),
               json.loads(config.to_json_best_effort()))
   t0 = time.time()

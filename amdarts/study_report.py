@@ -347,7 +347,7 @@ def _settings(config, results: dict) -> list[str]:
       f'halves of {d.train_portion:g}), flip={d.flip}.',
       f'- Space {config.space.name}, edge mode {config.space.edge_mode}, {config.space.steps} '
       f'nodes; search network {config_lib.search_hparams(config).cells} cells, '
-      f'C={config_lib.search_hparams(config).c}, consistency={s.consistency}.',
+      f'C={config_lib.search_hparams(config).c}, regularisers={s.consistent_regularisers}.',
       f'- Search: {s.epochs} epochs × {p["search_steps_per_epoch"]} steps, batch {s.batch_size}; '
       f'ω SGD lr {s.w_lr:g} → {s.w_lr_min:g}; α Adam lr {s.a_lr:g}, betas ({s.a_b1:g}, '
       f'{s.a_b2:g}), L2 {s.a_wd:g}; diagnostics every {s.diag_every} steps (CG '
@@ -387,10 +387,10 @@ def render(config, results: dict, figure_paths: dict[str, str], toy_path: str | 
   lines += table1(results['arms'])
   lines += ['', 'Test error: retrained from scratch with the study\'s short budget, mean ± '
             'sample std over seeds (random search: over its samples). #P, skip count: the '
-            'final normal cell. none weight: final average `none` weight '
-            'over the normal-cell edges. super-net val acc: eval '
-            'mode on search-val, last epoch. —: not applicable (random search trains no '
-            'super-net). n/a: not measured (e.g. diagnostics off).', '', '## Hypergradient and curvature', '']
+            'final normal cell. none weight: final average `none` weight over the '
+            'normal-cell edges. super-net val acc: eval mode on search-val, last epoch. '
+            '—: not applicable (random search trains no super-net). n/a: not measured '
+            '(e.g. diagnostics off).', '', '## Hypergradient and curvature', '']
   lines += hypergradient_table(results['arms'])
   lines += ['', 'g2 is the implicit term −∇²αω L_train (H + ridge·I)⁻¹ ∇ω L_val by CG; g2′ '
             'the amended term (eq. 5) and g2_DARTS the second-order DARTS term at the same '

@@ -13,9 +13,9 @@ second-order DARTS, the amended gradient at η ∈ {0.1, 0.25, 0.5, 1.0}, the im
 (CG) gradient, and random search over the same space, each search arm at 3 seeds
 (as Table 5). Search as Section 3.1: DARTS's 8-cell, C=16 super-net of S1 with
 pruned edges, batch 96, α by Adam (lr 3e-4, betas (0.5, 0.999), L2 1e-3), ω by SGD
-(lr 0.025 cosine to 0.001), 200 epochs "to guarantee convergence". Every arm searches
-without the regularisers of retraining (search.consistency = False), so arms differ
-only in the α estimator: compare the amended arms with Table 1's "w/o consistency"
+(lr 0.025 cosine to 0.001), 200 epochs "to guarantee convergence". Every arm
+searches without the regularisers of retraining (search.consistent_regularisers =
+False), so arms differ only in the α estimator: compare the amended arms with Table 1's "w/o consistency"
 row (3.08%), first-order DARTS with its 6.18%, #P 0. Evaluation as Section 3.1:
 20 cells, C=36, 600 epochs, cutout, drop-path 0.2, auxiliary head; a shorter budget
 is `--config.train.epochs=100` (it changes the numbers, not the ranking in DARTS's
@@ -37,6 +37,7 @@ from configs import base
 def get_config():
   c = base.get_config()
   c.model.depthwise = 'native'  # Grouped convolutions: the fast path on GPU.
+  c.search.consistent_regularisers = False  # Arms differ only in the α estimator.
   c.search.epochs = 200  # Section 3.1.1: 200 search epochs for every competitor.
   c.search.diag_every = 520  # cos(g2′, g2) etc. every 2 epochs (260 steps each): 100 points.
   c.search.hessian_every = 1  # λ_max of ∇²α L_val every epoch, as R-DARTS tracks it.
