@@ -534,9 +534,10 @@ def plan(config) -> dict:
   The model: a search cell costs its steps at the estimator's step time, the
   super-net evaluation per epoch, its diagnostic and λ_max calls, and compilation:
   in full for the first cell of an arm, `cache_hit_s` (tracing; XLA's result comes
-  from the persistent cache) for the others; λ_max's graph is the same in every arm
-  and compiles once. A retrain costs its steps, a test evaluation per epoch and a
-  compilation (every genotype is another network).
+  from the persistent cache) for the others; the diagnostic's graph compiles once
+  per η (arms without one share `search.eta`'s), λ_max's once for the study. A
+  retrain costs its steps, a test evaluation per epoch and a compilation (every
+  genotype is another network).
 
   Returns:
     {'cells': [{'cell', 'search_steps', 'retrain_steps', 'search_s', 'retrain_s'}],
@@ -549,7 +550,7 @@ def plan(config) -> dict:
   retrain_steps = (train_examples(config) // t.batch_size) * t.epochs
   diag_calls = -(-search_steps // s.diag_every) if s.diag_every else 0
   hess_calls = (s.epochs // s.hessian_every + 1) if s.hessian_every else 0
-  rows, seen_arms, hessian_compiled, known = [], set(), False, True
+  rows, seen_arms, diag_etas, hessian_compiled, known = [], set(), set(), False, True
   for cell in grid(config):
     row = {'cell': cell.key, 'search_steps': 0 if cell.arm.is_random else search_steps,
            'retrain_steps': retrain_steps}
@@ -564,7 +565,11 @@ def plan(config) -> dict:
       seen_arms.add(cell.arm.name)
       secs = search_steps * step_s + s.epochs * cost.epoch_eval_s
       secs += compile_s if first else cost.cache_hit_s
-      secs += diag_calls * cost.diag_s + (cost.diag_compile_s if first and diag_calls else 0)
+      secs += diag_calls * cost.diag_s
+      eta = s.eta if cell.arm.eta is None else cell.arm.eta
+      if diag_calls and eta not in diag_etas:  # The diagnostic's graph depends on η only.
+        secs += cost.diag_compile_s
+        diag_etas.add(eta)
       secs += hess_calls * cost.hessian_s
       if hess_calls and not hessian_compiled:
         secs += cost.hessian_compile_s

@@ -64,7 +64,7 @@ def get_config():
   c.study.cost.cache_hit_s = 0.0  # Tracing a step XLA's persistent cache then serves.
   c.study.cost.epoch_eval_s = 0.0  # Super-net evaluation at an epoch's end.
   c.study.cost.diag_s = 0.0  # One hypergrad.diagnose call.
-  c.study.cost.diag_compile_s = 0.0  # Its compilation (per arm: η is a constant in it).
+  c.study.cost.diag_compile_s = 0.0  # Its compilation (once per η: a constant in it).
   c.study.cost.hessian_s = 0.0  # One λ_max (hessian_iters products).
   c.study.cost.hessian_compile_s = 0.0  # Its compilation (once: the same in every arm).
   c.study.cost.retrain_step_s = 0.0  # One retraining step.
