@@ -165,3 +165,22 @@ def test_random_arm_samples_valid_reproducible_genotypes():
   for g in draws:  # S3 without none: sep_conv_3x3 and skip_connect only, 8 genes.
     assert len(g.normal) == 8
     assert {op for op, _ in g.normal + g.reduce} <= {'sep_conv_3x3', 'skip_connect'}
+
+
+def test_plan_counts_each_compile_once():
+  """study_cpu's grid: the diagnostic compiles once per η (4), λ_max once, steps per arm."""
+  from configs import study_cpu
+  config = study_cpu.get_config()
+  for group in (config.study.cost, config.study.cost.step_s, config.study.cost.compile_s):
+    for k, v in group.items():
+      if isinstance(v, float):
+        group[k] = 0.0
+  config.study.cost.diag_compile_s = 1.0
+  config.study.cost.hessian_compile_s = 10.0
+  config.study.cost.compile_s.amended_exact = 100.0
+  config.study.cost.cache_hit_s = 1000.0
+  plan = study.plan(config)
+  # 4 η diagnostics + 1 λ_max + 4 amended arms compiled + 7 second seeds traced.
+  assert plan['total_s'] == pytest.approx(4 + 10 + 4 * 100 + 7 * 1000)
+  assert not plan['calibrated']  # Step seconds are 0 here.
+  assert study.plan(study_cpu.get_config())['calibrated']
