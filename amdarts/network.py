@@ -109,7 +109,7 @@ class Edge(nn.Module):
   op: str
   c: int
   stride: int
-  depthwise: str = 'native'
+  depthwise: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool, drop_path_rate=0.0):

@@ -376,7 +376,7 @@ def lookup(op: str) -> OpDef:
   return REGISTRY[op]
 
 
-def build(op: str, c: int, stride: int, *, affine: bool, depthwise: str = 'native',
+def build(op: str, c: int, stride: int, *, affine: bool, depthwise: str = 'auto',
           mixture: bool = False, name: str | None = None) -> nn.Module:
   """Builds candidate op `op` (see `OpArgs` for the arguments).
 

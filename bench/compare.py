@@ -75,6 +75,7 @@ def _measure_jax(what: str) -> dict:
   from configs import base
 
   config = base.get_config()
+  config.search.consistent_regularisers = False  # DARTS's search net: no aux head, drop-path.
   config.space.name, config.space.steps = _SPACE.value, _NODES.value
   config.search.cells, config.search.c = _CELLS.value, _C.value
   config.search.estimator = what.split(':')[-1] if ':' in what else 'first_order'
@@ -87,7 +88,7 @@ def _measure_jax(what: str) -> dict:
   kind = what.split(':')[0]
   if kind == 'forward':
     loss_fn = search.make_loss_fn(searcher.net, state.rng, 0.0)
-    fn = jax.jit(lambda s, b: loss_fn(s.params, s.alpha, b, s.batch_stats)[0])
+    fn = jax.jit(lambda s, b: loss_fn(s.params, s.alpha, b, s.model_state)[0])
     args = (state, batches[0])
   elif kind == 'weight':
     fn, args = jax.jit(searcher.weight_step), (state, state.alpha, batches[0])

@@ -44,7 +44,9 @@ def get_config():
   c.model.cells = 20  # Depth.
   c.model.c = 36  # Base width.
   c.model.stem_multiplier = 3  # Stem width = stem_multiplier · C (CIFAR stems).
-  c.model.depthwise = 'native'  # 'native' grouped conv (GPU) or 'shifted' (fast on CPU).
+  # Depthwise convolutions: 'auto' = amdarts.primitives (C++ kernels on CPU, grouped
+  # convolutions on GPU); 'native' XLA grouped conv; 'shifted' k² shifted slices.
+  c.model.depthwise = 'auto'
 
   c.search = ml_collections.ConfigDict()
   # Hyper-parameter consistency (Appendix B.1) is two independent switches. The first:

@@ -6,7 +6,7 @@
 Data: Debian's `dataset-fashion-mnist` IDX files (`make data` installs them). The
 paper's S3 space (sep_conv_3x3, skip_connect, none) with pruned edges, 5 cells of 4
 nodes, C=8, on a 3,000-image slice of the training set halved into search-train and
-search-val; shifted depthwise convolutions, the fast path on XLA:CPU. Prints the
+search-val; depthwise convolutions by amdarts's C++ CPU kernels. Prints the
 derived genotype; metrics.jsonl, genotype.json/.txt/.png and search_curves.png land
 in the workdir. Measured wall time and result: see README.md.
 
