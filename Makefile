@@ -1,6 +1,8 @@
 # Quickstart targets; each creates the virtual environment from requirements.txt first.
 #   make search   the offline default search (Fashion-MNIST, ~10 min on 2 CPU cores)
 #   make test     the test suite
+#   make bench    amdarts against PyTorch DARTS, same super-net (bench/compare.py)
+#   make gpu-check  on an NVIDIA GPU machine: the GPU extra, the S1 bench, one cifar_s1 epoch
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ WORKDIR ?= workdirs/fashion_mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: search test toy bench data
+.PHONY: search test toy bench gpu-check data
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +34,17 @@ test: $(VENV)/.installed data
 toy: $(VENV)/.installed
 	$(BIN)/python experiments/toy.py --outdir=workdirs/toy
 
-bench: $(VENV)/.installed
-	$(BIN)/python bench/search_step.py
+# PyTorch for the bench's other column, in a virtual environment of its own.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q -r requirements-bench.txt \
+	  --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
+	touch $@
+
+BENCH_ARGS ?= --space=s3 --cells=3 --nodes=2 --c=8 --batch=16
+bench: $(VENV)/.installed $(BENCH_VENV)/.installed
+	$(BIN)/python bench/compare.py --torch_python=$(BENCH_VENV)/bin/python $(BENCH_ARGS)
+
+gpu-check:
+	bash bench/gpu_check.sh

@@ -1,4 +1,5 @@
-"""What the entry points share: multi-host and --debug flags, and how a run ends.
+"""What the entry points share: multi-host, --debug and compilation-cache flags, and how
+a run ends.
 
     python experiments/search.py --config=configs/cifar_s1.py --workdir=/tmp/s1 \
         --coordinator=host0:1234 --num_processes=2 --process_id=0   # on host 0
@@ -16,6 +17,7 @@ from typing import Callable
 from absl import flags
 from absl import logging
 
+from amdarts import compile_cache
 from amdarts import errors
 from amdarts import parallel
 
@@ -24,6 +26,10 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-host: this process.')
 _DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of config and input errors too.')
+_COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', None, "JAX's persistent compilation cache: a restart with the same "
+    "shapes skips compiling. Default $AMDARTS_COMPILATION_CACHE, else "
+    f"{compile_cache.DEFAULT_DIR}; '' = off.")
 
 
 def run(driver: Callable[..., object], config, workdir: str) -> None:
@@ -33,6 +39,7 @@ def run(driver: Callable[..., object], config, workdir: str) -> None:
   step, the result) the library prints itself.
   """
   logging.set_verbosity(logging.WARNING)
+  compile_cache.enable(_COMPILATION_CACHE.value)
 
   def work():
     with errors.user_input():  # Flags naming impossible processes are input too.

@@ -102,8 +102,10 @@ def _measure_jax(what: str) -> dict:
   compile_s = time.perf_counter() - t
   hlo_ops = sum(1 for line in compiled.as_text().splitlines() if ' = ' in line)
   med, lo, hi = _median_time(lambda: jax.block_until_ready(compiled(*args)), _REPEATS.value)
+  stats = jax.devices()[0].memory_stats() or {}  # None on CPU.
   return {'compile_s': compile_s, 'step_s': med, 'min_s': lo, 'max_s': hi,
-          'hlo_ops': hlo_ops, 'rss_gib': _peak_rss_gib()}
+          'hlo_ops': hlo_ops, 'rss_gib': _peak_rss_gib(),
+          'device_peak_gib': stats.get('peak_bytes_in_use', 0) / 2**30}
 
 
 def _measure_torch(what: str) -> dict:
@@ -165,7 +167,9 @@ def main(argv):
       r = results[(label, fw)] = _child(fw, what)
       msg = r.get('error') or (f'{r["step_s"] * 1e3:9.1f} ms (min {r["min_s"] * 1e3:.1f}, '
                                f'max {r["max_s"] * 1e3:.1f}) compile {r["compile_s"]:6.1f} s '
-                               f'RSS {r["rss_gib"]:.2f} GiB')
+                               f'RSS {r["rss_gib"]:.2f} GiB' +
+                               (f' device peak {r["device_peak_gib"]:.2f} GiB'
+                                if r.get('device_peak_gib') else ''))
       print(f'{fw:6s} {label:32s} {msg}', flush=True)
 
   def cell(label, fw, key='step_s', scale=1e3, fmt='{:.1f}'):

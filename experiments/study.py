@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
-import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from amdarts import cli  # noqa: E402,F401  (defines --debug)
+from amdarts import cli  # noqa: E402,F401  (defines --debug, --compilation_cache)
+from amdarts import compile_cache  # noqa: E402
 from amdarts import errors  # noqa: E402
 from amdarts import study  # noqa: E402
 from amdarts import study_report  # noqa: E402
@@ -40,9 +40,6 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The study directory.')
 _ONLY = flags.DEFINE_list('only', [], 'Cells <arm>/seed_<s> to run alone (no report).')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the grid and its estimated cost.')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only write the report.')
-_CACHE = flags.DEFINE_string('compilation_cache', None,
-                             "XLA's persistent compilation cache; default <workdir>/jax_cache, "
-                             "'' = off.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -67,11 +64,9 @@ def _study(config, workdir: str) -> None:
     print(f'report of {len(results["cells"])} cells ({len(results["missing"])} missing): '
           f'{os.path.join(workdir, "report.md")}')
     return
-  cache = os.path.join(workdir, 'jax_cache') if _CACHE.value is None else _CACHE.value
-  if cache:
-    jax.config.update('jax_compilation_cache_dir', cache)
-    # Every step graph is worth keeping: XLA:CPU compiles them for tens of seconds.
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  # --compilation_cache (amdarts.cli); by default the study keeps its own next to it.
+  cache = flags.FLAGS.compilation_cache
+  compile_cache.enable(os.path.join(workdir, 'jax_cache') if cache is None else cache)
   study.run(config, workdir, only=_ONLY.value)
   if not _ONLY.value:
     print(f'report: {os.path.join(workdir, "report.md")}')

@@ -20,6 +20,8 @@ sys.path.insert(0, ROOT)
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (
       os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0').strip()
+# Entry points run by tests compile afresh: no persistent cache (amdarts.compile_cache).
+os.environ['AMDARTS_COMPILATION_CACHE'] = ''
 
 
 @pytest.fixture
