@@ -37,6 +37,9 @@ _IMAGE = flags.DEFINE_integer('image', 32, 'Image side (3 channels).')
 _ESTIMATORS = flags.DEFINE_list(
     'estimators', ['first_order', 'darts_second_order', 'amended_fd', 'amended_exact'],
     'α estimators.')
+_STEPS = flags.DEFINE_list('steps', ['forward', 'weight', 'alpha', 'search'],
+                           'Rows to measure: forward, weight (step), alpha (step of each '
+                           'estimator), search (α step + weight step of each estimator).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs after one warm-up.')
 _FRAMEWORKS = flags.DEFINE_list('frameworks', ['torch', 'jax'], 'Columns to measure.')
 _TORCH_PYTHON = flags.DEFINE_string('torch_python', '', 'Interpreter with torch installed '
@@ -161,6 +164,7 @@ def main(argv):
   rows = [('forward', 'forward'), ('weight step', 'weight')]
   rows += [(f'{e} α step', f'alpha:{e}') for e in _ESTIMATORS.value]
   rows += [(f'{e} search step', f'search:{e}') for e in _ESTIMATORS.value]
+  rows = [r for r in rows if r[1].split(':')[0] in _STEPS.value]
   results = {}
   for label, what in rows:
     for fw in _FRAMEWORKS.value:
