@@ -11,7 +11,7 @@
                                  first-order DARTS), first seed
     figures/hypergradient.png    cos(g2′, g2), cos(g2_DARTS, g2) and ⟨g2′, g2⟩ per step
     figures/grad_norms.png       ‖g1‖, ‖g2‖ and ‖g2‖/‖g1‖ per epoch
-    figures/hessian.png          λ_max of ∇²α L_val per epoch (R-DARTS's signal)
+    figures/hessian.png          dominant eigenvalue of ∇²α L_val per epoch (R-DARTS)
     toy/toy.png                  Fig. 4, the toy problem of Appendix A.2
 
 The sentences of the report are computed from the numbers by fixed rules (stated
@@ -81,7 +81,7 @@ def table1(arms: dict) -> list[str]:
 def hypergradient_table(arms: dict) -> list[str]:
   """Markdown rows of the hypergradient and curvature measurements of the search arms."""
   lines = ['| arm | diagnosed steps | ⟨g2′, g2⟩ ≥ 0 | median cos(g2_DARTS, g2) | '
-           'cos(g2_DARTS, g2) < 0 | median ‖g2‖/‖g1‖ | λ_max start → end | params (M) |',
+           'cos(g2_DARTS, g2) < 0 | median ‖g2‖/‖g1‖ | λ_dom start → end | params (M) |',
            '|---|---|---|---|---|---|---|---|']
   for row in arms.values():
     if row['estimator'] is None:
@@ -305,7 +305,7 @@ def figures(results: dict, folder: str) -> dict[str, str]:
         zero_line=('cos_amended', 'cos_darts', 'inner_amended'))
   hess = _by_arm(results, 'hessian')
   if hess:
-    plots.curves_by_arm(hess, [('eigenvalue', 'λ_max of ∇²α L_val'),
+    plots.curves_by_arm(hess, [('eigenvalue', 'dominant eigenvalue of ∇²α L_val'),
                                ('residual', 'power-iteration residual')], rel('hessian'),
                         log_panels=('residual',))
   sweep = _eta_cells(results)
@@ -394,7 +394,11 @@ def render(config, results: dict, figure_paths: dict[str, str], toy_path: str | 
   lines += hypergradient_table(results['arms'])
   lines += ['', 'g2 is the implicit term −∇²αω L_train (H + ridge·I)⁻¹ ∇ω L_val by CG; g2′ '
             'the amended term (eq. 5) and g2_DARTS the second-order DARTS term at the same '
-            'ω, α and batches, whatever arm the trajectory belongs to.', '',
+            'ω, α and batches, whatever arm the trajectory belongs to. λ_dom: the '
+            'eigenvalue of ∇²α L_val of largest magnitude, signed (power iteration with '
+            'exact HVPs, on one fixed search-val batch); it is R-DARTS\'s λ_max where the '
+            'Hessian is positive semi-definite, and negative where the largest curvature '
+            'is a concave direction.', '',
             '## What the numbers show', '']
   lines += [f'- {s}' for s in findings(results)]
   lines += ['', '## Figures', '']
