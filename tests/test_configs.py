@@ -31,6 +31,10 @@ IMAGE_SEARCH = {
     'cifar_s3': (8, 16, METHOD, 'amended_exact'),
     'fashion_mnist': (5, 8, NONE, 'amended_exact'),
     'synthetic_tiny': (3, 4, NONE, 'amended_exact'),
+    # The studies' searches (each arm of the grid sets its own estimator and η).
+    'study_cifar': (8, 16, NONE, 'amended_exact'),
+    'study_cpu': (3, 4, NONE, 'amended_exact'),
+    'study_tiny': (3, 4, NONE, 'amended_exact'),
 }
 RETRAIN_ONLY = ('imagenet',)
 RECURRENT = ('ptb', 'ptb_demo')
