@@ -12,8 +12,10 @@ import os
 
 import jax
 
+import amdarts
+
 # Where the entry points keep compiled executables unless told otherwise.
-DEFAULT_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'amdarts', 'jax')
+DEFAULT_DIR = amdarts.cache_dir('jax')
 # Overrides DEFAULT_DIR for every entry point; '' turns the cache off.
 ENV = 'AMDARTS_COMPILATION_CACHE'
 

@@ -1,7 +1,7 @@
 """The CPU kernels of `cpu_kernels.cc`: built once per machine, registered with XLA.
 
 `available()` compiles the C++ source with the system compiler into a user cache
-directory (`$AMDARTS_CACHE_DIR`, default `~/.cache/amdarts/kernels`) the first time it
+directory (`amdarts.cache_dir('kernels')`, default `~/.cache/amdarts/kernels`) the first time it
 is called with a new source, jaxlib or compiler, loads it and registers its XLA FFI
 handlers for the CPU platform. A failed build (no compiler, say) is a warning, not an
 error: the primitives then lower to pure-XLA formulations. `AMDARTS_KERNELS=xla`
@@ -22,17 +22,13 @@ import warnings
 
 import jax
 
+import amdarts
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'cpu_kernels.cc')
 TARGETS = (
     'AmdartsDepthwiseForward', 'AmdartsDepthwiseInputGrad', 'AmdartsDepthwiseKernelGrad',
     'AmdartsMaxPoolForward', 'AmdartsMaxPoolGather', 'AmdartsMaxPoolScatter',
 )
-
-
-def cache_dir() -> str:
-  root = os.environ.get('AMDARTS_CACHE_DIR') or os.path.join(
-      os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'amdarts')
-  return os.path.join(root, 'kernels')
 
 
 def _compile(path: str, cxx: str, flags: list[str]) -> None:
@@ -61,7 +57,7 @@ def available() -> bool:
   with open(SOURCE, 'rb') as f:
     key = hashlib.sha256(f.read() + repr((cxx, flags, jaxlib.__version__, sys.platform,
                                           os.uname().machine)).encode()).hexdigest()[:16]
-  path = os.path.join(cache_dir(), f'libamdarts_cpu_{key}.so')
+  path = amdarts.cache_dir('kernels', f'libamdarts_cpu_{key}.so')
   if not os.path.exists(path):
     try:
       _compile(path, cxx, flags)

@@ -270,20 +270,29 @@ ffi::Error Check(const Geometry& g, ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffe
 }
 
 
+// Calls fn(T{}) with T the buffers' element type, float or double.
+template <typename Fn>
+ffi::Error ForFloatType(ffi::DataType type, Fn fn) {
+  if (type == ffi::DataType::F32) {
+    fn(float{});
+  } else if (type == ffi::DataType::F64) {
+    fn(double{});
+  } else {
+    return ffi::Error::InvalidArgument("amdarts kernels: float32 or float64 only");
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer k,
                        ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t padding,
                        int64_t dilation) {
   Geometry g = MakeGeometry(x.dimensions(), k.dimensions(), y->dimensions(), stride, padding,
                             dilation);
   if (auto e = Check(g, x.dimensions(), k.dimensions(), y->dimensions()); e.failure()) return e;
-  if (x.element_type() == ffi::DataType::F32) {
-    Forward(pool, g, x.typed_data<float>(), k.typed_data<float>(), y->typed_data<float>());
-  } else if (x.element_type() == ffi::DataType::F64) {
-    Forward(pool, g, x.typed_data<double>(), k.typed_data<double>(), y->typed_data<double>());
-  } else {
-    return ffi::Error::InvalidArgument("depthwise: float32 or float64 only");
-  }
-  return ffi::Error::Success();
+  return ForFloatType(x.element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    Forward(pool, g, x.typed_data<T>(), k.typed_data<T>(), y->typed_data<T>());
+  });
 }
 
 ffi::Error InputGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer dy, ffi::AnyBuffer k,
@@ -292,14 +301,10 @@ ffi::Error InputGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer dy, ffi::AnyBuffer
   Geometry g = MakeGeometry(dx->dimensions(), k.dimensions(), dy.dimensions(), stride, padding,
                             dilation);
   if (auto e = Check(g, dx->dimensions(), k.dimensions(), dy.dimensions()); e.failure()) return e;
-  if (dy.element_type() == ffi::DataType::F32) {
-    InputGrad(pool, g, dy.typed_data<float>(), k.typed_data<float>(), dx->typed_data<float>());
-  } else if (dy.element_type() == ffi::DataType::F64) {
-    InputGrad(pool, g, dy.typed_data<double>(), k.typed_data<double>(), dx->typed_data<double>());
-  } else {
-    return ffi::Error::InvalidArgument("depthwise: float32 or float64 only");
-  }
-  return ffi::Error::Success();
+  return ForFloatType(dy.element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    InputGrad(pool, g, dy.typed_data<T>(), k.typed_data<T>(), dx->typed_data<T>());
+  });
 }
 
 ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
@@ -308,14 +313,10 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer
   Geometry g = MakeGeometry(x.dimensions(), dk->dimensions(), dy.dimensions(), stride, padding,
                             dilation);
   if (auto e = Check(g, x.dimensions(), dk->dimensions(), dy.dimensions()); e.failure()) return e;
-  if (x.element_type() == ffi::DataType::F32) {
-    KernelGrad(pool, g, x.typed_data<float>(), dy.typed_data<float>(), dk->typed_data<float>());
-  } else if (x.element_type() == ffi::DataType::F64) {
-    KernelGrad(pool, g, x.typed_data<double>(), dy.typed_data<double>(), dk->typed_data<double>());
-  } else {
-    return ffi::Error::InvalidArgument("depthwise: float32 or float64 only");
-  }
-  return ffi::Error::Success();
+  return ForFloatType(x.element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    KernelGrad(pool, g, x.typed_data<T>(), dy.typed_data<T>(), dk->typed_data<T>());
+  });
 }
 
 
@@ -405,45 +406,34 @@ ffi::Error CheckPool(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimensions y
   return ffi::Error::Success();
 }
 
-#define AMDARTS_TYPED(DTYPE, CALL_F32, CALL_F64)                                 \
-  if ((DTYPE) == ffi::DataType::F32) {                                          \
-    CALL_F32;                                                                    \
-  } else if ((DTYPE) == ffi::DataType::F64) {                                   \
-    CALL_F64;                                                                    \
-  } else {                                                                       \
-    return ffi::Error::InvalidArgument("amdarts kernels: float32 or float64 only"); \
-  }                                                                              \
-  return ffi::Error::Success();
-
 ffi::Error MaxPoolForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
                               ffi::Result<ffi::AnyBuffer> y, int64_t stride) {
   if (auto e = CheckPool(x.dimensions(), y->dimensions(), stride); e.failure()) return e;
   PoolGeometry g = MakePoolGeometry(x.dimensions(), y->dimensions(), stride);
-  AMDARTS_TYPED(x.element_type(),
-                MaxPoolForward(pool, g, x.typed_data<float>(), y->typed_data<float>()),
-                MaxPoolForward(pool, g, x.typed_data<double>(), y->typed_data<double>()))
+  return ForFloatType(x.element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    MaxPoolForward(pool, g, x.typed_data<T>(), y->typed_data<T>());
+  });
 }
 
 ffi::Error MaxPoolGatherImpl(ffi::ThreadPool pool, ffi::AnyBuffer t, ffi::AnyBuffer x,
                              ffi::Result<ffi::AnyBuffer> y, int64_t stride) {
   if (auto e = CheckPool(x.dimensions(), y->dimensions(), stride); e.failure()) return e;
   PoolGeometry g = MakePoolGeometry(x.dimensions(), y->dimensions(), stride);
-  AMDARTS_TYPED(x.element_type(),
-                MaxPoolGather(pool, g, t.typed_data<float>(), x.typed_data<float>(),
-                              y->typed_data<float>()),
-                MaxPoolGather(pool, g, t.typed_data<double>(), x.typed_data<double>(),
-                              y->typed_data<double>()))
+  return ForFloatType(x.element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    MaxPoolGather(pool, g, t.typed_data<T>(), x.typed_data<T>(), y->typed_data<T>());
+  });
 }
 
 ffi::Error MaxPoolScatterImpl(ffi::ThreadPool pool, ffi::AnyBuffer ct, ffi::AnyBuffer x,
                               ffi::Result<ffi::AnyBuffer> dx, int64_t stride) {
   if (auto e = CheckPool(x.dimensions(), ct.dimensions(), stride); e.failure()) return e;
   PoolGeometry g = MakePoolGeometry(x.dimensions(), ct.dimensions(), stride);
-  AMDARTS_TYPED(x.element_type(),
-                MaxPoolScatter(pool, g, ct.typed_data<float>(), x.typed_data<float>(),
-                               dx->typed_data<float>()),
-                MaxPoolScatter(pool, g, ct.typed_data<double>(), x.typed_data<double>(),
-                               dx->typed_data<double>()))
+  return ForFloatType(x.element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    MaxPoolScatter(pool, g, ct.typed_data<T>(), x.typed_data<T>(), dx->typed_data<T>());
+  });
 }
 
 }  // namespace

@@ -29,6 +29,8 @@ from typing import Iterable, NamedTuple, Sequence
 import flax
 import numpy as np
 
+import amdarts
+
 SPLITS = ('train', 'valid', 'test')
 EOS, UNK = '<eos>', '<unk>'
 FORTUNES_DIR = '/usr/share/games/fortunes'
@@ -299,14 +301,6 @@ def has_corpus(data_dir: str) -> bool:
   return bool(data_dir) and all(split_path(data_dir, s) for s in SPLITS)
 
 
-def cache_dir() -> str:
-  """Where built corpora live: $AMDARTS_CACHE, else $XDG_CACHE_HOME/amdarts or ~/.cache."""
-  if os.environ.get('AMDARTS_CACHE'):
-    return os.environ['AMDARTS_CACHE']
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'amdarts')
-
-
 def fortunes_corpus_dir(source_dir: str, vocab_size: int) -> str:
   """The cache folder of the corpus built from `source_dir` with `vocab_size` words.
 
@@ -314,7 +308,7 @@ def fortunes_corpus_dir(source_dir: str, vocab_size: int) -> str:
   and a different source or vocabulary never reads a stale one.
   """
   key = hashlib.sha1(os.path.abspath(source_dir).encode()).hexdigest()[:8]
-  return os.path.join(cache_dir(), f'fortunes_ptb_v{vocab_size}_{key}')
+  return amdarts.cache_dir(f'fortunes_ptb_v{vocab_size}_{key}')
 
 
 def load_for_config(data_config) -> Corpus:
