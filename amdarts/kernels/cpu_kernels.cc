@@ -351,18 +351,6 @@ inline int64_t ArgMax(const PoolGeometry& g, const T* __restrict__ img, int64_t 
   return best;
 }
 
-template <typename T>
-void MaxPoolForward(ffi::ThreadPool& pool, const PoolGeometry& g, const T* x, T* y) {
-  ParallelFor(pool, g.N, [&](int64_t n) {
-    const T* __restrict__ img = x + n * g.H * g.W * g.C;
-    T* __restrict__ out = y + n * g.Ho * g.Wo * g.C;
-    for (int64_t ho = 0; ho < g.Ho; ++ho)
-      for (int64_t wo = 0; wo < g.Wo; ++wo)
-        for (int64_t c = 0; c < g.C; ++c)
-          out[(ho * g.Wo + wo) * g.C + c] = img[ArgMax(g, img, ho, wo, c) * g.C + c];
-  });
-}
-
 // out[ho, wo, c] = t[argmax(x window), c]: the pool's Jacobian applied to t.
 template <typename T>
 void MaxPoolGather(ffi::ThreadPool& pool, const PoolGeometry& g, const T* t, const T* x, T* y) {
@@ -412,7 +400,8 @@ ffi::Error MaxPoolForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
   PoolGeometry g = MakePoolGeometry(x.dimensions(), y->dimensions(), stride);
   return ForFloatType(x.element_type(), [&](auto zero) {
     using T = decltype(zero);
-    MaxPoolForward(pool, g, x.typed_data<T>(), y->typed_data<T>());
+    // The pool is its own Jacobian applied to x.
+    MaxPoolGather(pool, g, x.typed_data<T>(), x.typed_data<T>(), y->typed_data<T>());
   });
 }
 
