@@ -182,34 +182,35 @@ def _ffi_fwd(x, k, *, stride, padding, dilation):
   return y.reshape(lead + out[1:])
 
 
+def _ffi_transpose(target, a, a_core, b, b_core, out_shape, out_core, attrs):
+  """The FFI kernel `target` on (a, b): a cotangent of `out_shape`.
+
+  The operands' lead (vmapped) axes broadcast together; the kernel gives one result
+  per lead index, summed down to `out_shape`'s own lead axes (a shared operand).
+  """
+  lead = tuple(np.broadcast_shapes(a.shape[:-a_core], b.shape[:-b_core],
+                                   out_shape[:-out_core]))
+  own, core = tuple(out_shape[:-out_core]), tuple(out_shape[-out_core:])
+  n = 1 if math.prod(own) == 1 else math.prod(lead)
+  out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((n,) + core, a.dtype))(
+      _flat_lead(a, a_core, lead), _flat_lead(b, b_core, lead), **attrs)
+  if n == 1 or own == lead:
+    return out.reshape(out_shape)
+  return sum_to(out.reshape(lead + core), out_shape)
+
+
 def _ffi_dx(g, k, *, stride, padding, dilation, x_shape):
   if not _reachable(k.shape[-2], padding, dilation):
     return _xla_dx(g, k, stride=stride, padding=padding, dilation=dilation, x_shape=x_shape)
-  lead = tuple(np.broadcast_shapes(g.shape[:-4], k.shape[:-3], x_shape[:-4]))
-  g5, k4 = _flat_lead(g, 4, lead), _flat_lead(k, 3, lead)
-  own = tuple(x_shape[:-4])
-  lx = 1 if math.prod(own) == 1 else math.prod(lead)
-  dx = jax.ffi.ffi_call('AmdartsDepthwiseInputGrad', jax.ShapeDtypeStruct((lx,) + tuple(x_shape[-4:]),
-                                                             g.dtype))(
-      g5, k4, **_attrs(stride, padding, dilation))
-  if lx == 1 or own == lead:
-    return dx.reshape(x_shape)
-  return sum_to(dx.reshape(lead + tuple(x_shape[-4:])), x_shape)
+  return _ffi_transpose('AmdartsDepthwiseInputGrad', g, 4, k, 3, x_shape, 4,
+                        _attrs(stride, padding, dilation))
 
 
 def _ffi_dk(x, g, *, stride, padding, dilation, k_shape):
   if not _reachable(k_shape[-2], padding, dilation):
     return _xla_dk(x, g, stride=stride, padding=padding, dilation=dilation, k_shape=k_shape)
-  lead = tuple(np.broadcast_shapes(x.shape[:-4], g.shape[:-4], k_shape[:-3]))
-  x5, g5 = _flat_lead(x, 4, lead), _flat_lead(g, 4, lead)
-  own = tuple(k_shape[:-3])
-  lk = 1 if math.prod(own) == 1 else math.prod(lead)
-  dk = jax.ffi.ffi_call('AmdartsDepthwiseKernelGrad', jax.ShapeDtypeStruct((lk,) + tuple(k_shape[-3:]),
-                                                             x.dtype))(
-      x5, g5, **_attrs(stride, padding, dilation))
-  if lk == 1 or own == lead:
-    return dk.reshape(k_shape)
-  return sum_to(dk.reshape(lead + tuple(k_shape[-3:])), k_shape)
+  return _ffi_transpose('AmdartsDepthwiseKernelGrad', x, 4, g, 4, k_shape, 3,
+                        _attrs(stride, padding, dilation))
 
 
 # ----------------------------------------------------------------------- primitives
