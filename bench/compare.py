@@ -9,7 +9,7 @@ compiles from scratch: the forward pass (train mode), the weight step, the α st
 each estimator, and the full search step (α step + weight step) of each estimator.
 PyTorch runs `bench/torch_darts.py` (the DARTS search network written from its
 definitions; `pip install -r requirements-bench.txt`, or --torch_python pointing at an
-interpreter that has torch), with as many threads as XLA has cores. The table gives
+interpreter that has torch), with as many threads as the process may use cores (taskset). The table gives
 medians over --repeats timed runs after one warm-up, the amdarts/PyTorch ratio and
 each side's ratio of a second-order search step to the first-order one (DARTS's own
 is 2.5: 1.0 against 0.4 GPU-days). Ratios are measured in one run, so they compare;
@@ -115,7 +115,7 @@ def _measure_torch(what: str) -> dict:
   import torch
 
   import torch_darts
-  threads = int(os.environ.get('BENCH_THREADS', os.cpu_count() or 1))
+  threads = int(os.environ.get('BENCH_THREADS', len(os.sched_getaffinity(0))))
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   net = torch_darts.Network(_SPACE_OPS[_SPACE.value], c=_C.value, layers=_CELLS.value,
@@ -182,7 +182,7 @@ def main(argv):
 
   print(f'\nS={_SPACE.value} cells={_CELLS.value} nodes={_NODES.value} C={_C.value} '
         f'batch={_BATCH.value} image={_IMAGE.value}, median of {_REPEATS.value}; '
-        f'{os.cpu_count()} cores')
+        f'{len(os.sched_getaffinity(0))} cores (affinity)')
   print('| step | PyTorch (ms) | amdarts (ms) | amdarts / PyTorch | amdarts compile (s) | '
         'peak RSS PyTorch / amdarts (GiB) | HLO ops |')
   print('|---|---|---|---|---|---|---|')
