@@ -9,7 +9,8 @@ compiles from scratch: the forward pass (train mode), the weight step, the α st
 each estimator, and the full search step (α step + weight step) of each estimator.
 PyTorch runs `bench/torch_darts.py` (the DARTS search network written from its
 definitions; `pip install -r requirements-bench.txt`, or --torch_python pointing at an
-interpreter that has torch), with as many threads as the process may use cores (taskset). The table gives
+interpreter that has torch), with as many threads as the process may use cores
+(`taskset -c 1 python bench/compare.py ...` pins both sides to one). The table gives
 medians over --repeats timed runs after one warm-up, the amdarts/PyTorch ratio and
 each side's ratio of a second-order search step to the first-order one (DARTS's own
 is 2.5: 1.0 against 0.4 GPU-days). Ratios are measured in one run, so they compare;
