@@ -394,17 +394,6 @@ ffi::Error CheckPool(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimensions y
   return ffi::Error::Success();
 }
 
-ffi::Error MaxPoolForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
-                              ffi::Result<ffi::AnyBuffer> y, int64_t stride) {
-  if (auto e = CheckPool(x.dimensions(), y->dimensions(), stride); e.failure()) return e;
-  PoolGeometry g = MakePoolGeometry(x.dimensions(), y->dimensions(), stride);
-  return ForFloatType(x.element_type(), [&](auto zero) {
-    using T = decltype(zero);
-    // The pool is its own Jacobian applied to x.
-    MaxPoolGather(pool, g, x.typed_data<T>(), x.typed_data<T>(), y->typed_data<T>());
-  });
-}
-
 ffi::Error MaxPoolGatherImpl(ffi::ThreadPool pool, ffi::AnyBuffer t, ffi::AnyBuffer x,
                              ffi::Result<ffi::AnyBuffer> y, int64_t stride) {
   if (auto e = CheckPool(x.dimensions(), y->dimensions(), stride); e.failure()) return e;
@@ -413,6 +402,12 @@ ffi::Error MaxPoolGatherImpl(ffi::ThreadPool pool, ffi::AnyBuffer t, ffi::AnyBuf
     using T = decltype(zero);
     MaxPoolGather(pool, g, t.typed_data<T>(), x.typed_data<T>(), y->typed_data<T>());
   });
+}
+
+// The pool is its own Jacobian applied to x.
+ffi::Error MaxPoolForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
+                              ffi::Result<ffi::AnyBuffer> y, int64_t stride) {
+  return MaxPoolGatherImpl(pool, x, x, y, stride);
 }
 
 ffi::Error MaxPoolScatterImpl(ffi::ThreadPool pool, ffi::AnyBuffer ct, ffi::AnyBuffer x,
