@@ -310,8 +310,8 @@ class Network:
     The auxiliary head (when enabled) is part of `params`.
     """
     k_params, k_drop = jax.random.split(rng)
-    variables = self.module.init({'params': k_params, 'drop_path': k_drop}, x_BxHxWxC,
-                                 train=False)
+    variables = ops_lib.init_variables(
+        self.module, {'params': k_params, 'drop_path': k_drop}, x_BxHxWxC, train=False)
     return variables['params'], variables.get('batch_stats', {})
 
   def apply(self, params, state, x_BxHxWxC, *, train: bool, drop_path_rate=0.0,

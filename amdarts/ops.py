@@ -422,6 +422,34 @@ def drop_path(x, rate: float, rng: jax.Array):
 AUX_HEAD = 'auxiliary_head'
 
 
+def init_variables(module: nn.Module, rngs: dict, *args, train: bool) -> dict:
+  """`module.init(rngs, *args, train=train)`, the same values, compiled cheaply.
+
+  Run eagerly, a super-net's init dispatches thousands of ops one by one (93 s and
+  1 GiB of RSS for S1 with C=8, 5 cells); compiled at XLA's usual optimisation level
+  it takes about as long, its graph being hundreds of threefry initialisers and a
+  forward pass. Init runs once, so it is compiled without LLVM optimisation (3.5× less
+  compile time, bit-identical values: integer hashing and exact float ops) and
+  reused for every call on the same module and shapes.
+  """
+  leaves, treedef = jax.tree.flatten((rngs, args))
+  if any(isinstance(x, jax.core.Tracer) for x in leaves):  # Under jit or eval_shape.
+    return module.init(rngs, *args, train=train)
+  specs = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
+  try:
+    compiled = _compiled_init(module, train, treedef, specs)
+  except TypeError:  # An unhashable module (a spec holding dicts): not reused.
+    compiled = _compiled_init.__wrapped__(module, train, treedef, specs)
+  return compiled(rngs, *args)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(module, train, treedef, specs):
+  rngs, args = jax.tree.unflatten(treedef, specs)
+  init = jax.jit(functools.partial(module.init, train=train))
+  return init.lower(rngs, *args).compile({'xla_backend_optimization_level': 0})
+
+
 def capture_cells(module: nn.Module, method: str) -> bool:
   """A `capture_intermediates` filter that keeps the output of every `cell_XX`.
 

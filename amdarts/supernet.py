@@ -286,8 +286,8 @@ class SuperNet:
     """Returns (params, state) for inputs shaped like `x_BxHxWxC`."""
     arch = spaces.init_alpha(self.spec, jax.random.PRNGKey(0))
     k_params, k_drop = jax.random.split(rng)
-    variables = self.module.init(
-        {'params': k_params, 'drop_path': k_drop}, x_BxHxWxC, arch, train=True)
+    variables = ops_lib.init_variables(
+        self.module, {'params': k_params, 'drop_path': k_drop}, x_BxHxWxC, arch, train=True)
     return variables['params'], variables.get('batch_stats', {})
 
   def apply(self, params, state, alpha, x_BxHxWxC, *, train: bool, drop_path_rate=0.0,

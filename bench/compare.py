@@ -14,7 +14,9 @@ interpreter that has torch), with as many threads as the process may use cores
 medians over --repeats timed runs after one warm-up, the amdarts/PyTorch ratio and
 each side's ratio of a second-order search step to the first-order one (DARTS's own
 is 2.5: 1.0 against 0.4 GPU-days). Ratios are measured in one run, so they compare;
-absolute times do not travel. Run it on an otherwise idle machine.
+absolute times do not travel. Run it on an otherwise idle machine. Run it twice with
+the same --compilation_cache=DIR and the second run shows what a restarted search
+pays: executables loaded from disk, peak RSS without compilation.
 """
 
 import json
@@ -45,6 +47,10 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs after one warm-up.')
 _FRAMEWORKS = flags.DEFINE_list('frameworks', ['torch', 'jax'], 'Columns to measure.')
 _TORCH_PYTHON = flags.DEFINE_string('torch_python', '', 'Interpreter with torch installed '
                                     '(default: this one).')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', '', 'JAX persistent compilation cache directory (default off). '
+    'Run twice with the same directory: the second run loads every executable, so its '
+    'compile column is the load time and its RSS that of a restarted search.')
 _OUT = flags.DEFINE_string('out', '', 'Optional JSON output path.')
 _RUN = flags.DEFINE_string('run', '', 'Internal: framework:what to measure in this process.')
 
@@ -75,9 +81,11 @@ def _measure_jax(what: str) -> dict:
   import jax
   import jax.numpy as jnp
 
+  from amdarts import compile_cache
   from amdarts import search
   from configs import base
 
+  compile_cache.enable(_CACHE.value)
   config = base.get_config()
   config.search.consistent_regularisers = False  # DARTS's search net: no aux head, drop-path.
   config.space.name, config.space.steps = _SPACE.value, _NODES.value
@@ -143,7 +151,8 @@ def _child(framework: str, what: str) -> dict:
   python = (_TORCH_PYTHON.value or sys.executable) if framework == 'torch' else sys.executable
   argv = [python, os.path.abspath(__file__), f'--run={framework}/{what}'] + [
       f'--{name}={flags.FLAGS[name].serialize().split("=", 1)[1]}'
-      for name in ('space', 'cells', 'nodes', 'c', 'batch', 'image', 'repeats')]
+      for name in ('space', 'cells', 'nodes', 'c', 'batch', 'image', 'repeats',
+                   'compilation_cache')]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [os.path.dirname(os.path.abspath(__file__)),
        os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]))

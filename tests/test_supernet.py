@@ -345,3 +345,20 @@ def test_drop_path_is_per_edge_and_per_sample_and_spares_identity():
   y, _ = module.apply(variables, x_ExBxHxWxC, w_only_skip, True, 0.5,
                       rngs={'drop_path': jax.random.PRNGKey(2)}, mutable=['batch_stats'])
   np.testing.assert_array_equal(y, x_ExBxHxWxC)  # Never on Identity.
+
+
+def test_init_is_compiled_once_with_the_values_of_eager_init():
+  spec = spaces.SpaceSpec(num_cells=1, steps=2)
+  net = supernet.SuperNet.create(spec, c=4, depthwise='shifted')
+  x = jnp.zeros((2, 8, 8, 3))
+  rng = jax.random.PRNGKey(7)
+  params, state = net.init(rng, x)
+  k_params, k_drop = jax.random.split(rng)
+  eager = net.module.init({'params': k_params, 'drop_path': k_drop}, x,
+                          spaces.init_alpha(spec, jax.random.PRNGKey(0)), train=True)
+  jax.tree.map(np.testing.assert_array_equal, (params, state),
+               (eager['params'], eager['batch_stats']))
+  hits = ops_lib._compiled_init.cache_info().hits
+  other, _ = net.init(jax.random.PRNGKey(8), x)  # Same module and shapes: reused.
+  assert ops_lib._compiled_init.cache_info().hits == hits + 1
+  assert not np.array_equal(jax.tree.leaves(other)[0], jax.tree.leaves(params)[0])
