@@ -437,10 +437,11 @@ def init_variables(module: nn.Module, rngs: dict, *args, train: bool) -> dict:
     return module.init(rngs, *args, train=train)
   specs = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
   try:
-    compiled = _compiled_init(module, train, treedef, specs)
+    hash(module)
+    compile_init = _compiled_init
   except TypeError:  # An unhashable module (a spec holding dicts): not reused.
-    compiled = _compiled_init.__wrapped__(module, train, treedef, specs)
-  return compiled(rngs, *args)
+    compile_init = _compiled_init.__wrapped__
+  return compile_init(module, train, treedef, specs)(rngs, *args)
 
 
 @functools.lru_cache(maxsize=16)
