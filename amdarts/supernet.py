@@ -64,15 +64,18 @@ class MixedOp(nn.Module):
   @nn.compact
   def __call__(self, x, w_O, train: bool, drop_path_rate=0.0):
     out = None
+    keep_OxB = None
+    if ops_lib.uses_drop_path(train, drop_path_rate):  # One draw for all the ops.
+      keep_OxB = ops_lib.drop_path_keep(self.make_rng('drop_path'), drop_path_rate,
+                                        (len(self.ops), x.shape[0]))
     for k, name in enumerate(self.ops):
       if name == 'none':
         continue
       op = ops_lib.build(name, self.c, self.stride, affine=False, depthwise=self.depthwise,
                          mixture=True)
       y = op(x, train)
-      # As DARTS: never on Identity.
-      if ops_lib.uses_drop_path(train, drop_path_rate) and not isinstance(op, ops_lib.Identity):
-        y = ops_lib.drop_path(y, drop_path_rate, self.make_rng('drop_path'))
+      if keep_OxB is not None and not isinstance(op, ops_lib.Identity):  # As DARTS.
+        y = ops_lib.drop_path(y, drop_path_rate, keep_B=keep_OxB[k])
       out = w_O[k] * y if out is None else out + w_O[k] * y
     if out is None:  # Only `none`: a zero edge of the output's shape.
       out = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
@@ -180,18 +183,21 @@ class SearchCell(nn.Module):
         y_ExBxHxWxC = mixed(x, w_ExO[np.array(group)][:, cols], train, drop_path_rate)
         for k, e in enumerate(group):
           parts[edges[e][1]].append(edge_scale(e) * y_ExBxHxWxC[k])
+      keep_ExSxB = None  # Per edge and weightless op, its own mask: one draw for all.
+      if shared and ops_lib.uses_drop_path(train, drop_path_rate):
+        keep_ExSxB = ops_lib.drop_path_keep(self.make_rng('drop_path'), drop_path_rate,
+                                            (len(group), len(shared), s0.shape[0]))
       for src in sorted(set(srcs)):
-        for o in shared:
+        for j, o in enumerate(shared):
           op = ops_lib.build(o, self.c, stride, affine=False, depthwise=self.depthwise,
                              mixture=True, name=shared_op_name(o, src))
           y = op(states[src], train)
-          droppable = (ops_lib.uses_drop_path(train, drop_path_rate)
-                       and not isinstance(op, ops_lib.Identity))
-          for e in group:
+          droppable = keep_ExSxB is not None and not isinstance(op, ops_lib.Identity)
+          for k, e in enumerate(group):
             if edges[e][0] != src:
               continue
             term = y if not droppable else ops_lib.drop_path(
-                y, drop_path_rate, self.make_rng('drop_path'))
+                y, drop_path_rate, keep_B=keep_ExSxB[k, j])
             parts[edges[e][1]].append((edge_scale(e) * w_ExO[e, ops.index(o)]) * term)
     complete_states(self.spec.steps + 1)
     return jnp.concatenate(states[2:], axis=-1)

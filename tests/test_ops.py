@@ -216,3 +216,37 @@ def test_float64_every_leaf_keeps_its_dtype_through_a_search_and_a_retrain_step(
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = run_with_devices(_FLOAT64_SCRIPT.format(root=root), 1)
   assert out.returncode == 0 and 'OK' in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+def _traced_normalize(x, epsilon):
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  var = jnp.mean(jnp.square(x - mean), axes)
+  return (x - mean) * jax.lax.rsqrt(var + epsilon), mean, var
+
+
+def test_normalize_derivatives_equal_those_of_the_traced_statistics_at_every_order():
+  # The compact tangent rule against JAX differentiating the statistics: gradients,
+  # gradients of gradients and a forward-over-reverse Hessian-vector product, through
+  # all three outputs (the running statistics read μ and σ²), in float64.
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(1.5, 2.0, (3, 4, 4, 5)))
+    w = jnp.asarray(rng.normal(size=(3, 4, 4, 5)))
+    v = jnp.asarray(rng.normal(size=(3, 4, 4, 5)))
+
+    def loss(normalize):
+      def f(x):
+        y, mean, var = normalize(x, 1e-5)
+        return jnp.sum(jnp.sin(y) * w) + jnp.sum(var ** 2) + jnp.sum(jnp.cos(mean))
+      return f
+
+    ours, traced = loss(ops_lib.normalize), loss(_traced_normalize)
+    for derivative in (
+        lambda f: f,
+        jax.grad,
+        lambda f: jax.grad(lambda x: jnp.sum(jax.grad(f)(x) ** 3)),
+        lambda f: lambda x: jax.jvp(jax.grad(f), (x,), (v,))[1],
+    ):
+      np.testing.assert_allclose(derivative(ours)(x), derivative(traced)(x),
+                                 rtol=1e-10, atol=1e-12)
