@@ -347,6 +347,29 @@ def test_drop_path_is_per_edge_and_per_sample_and_spares_identity():
   np.testing.assert_array_equal(y, x_ExBxHxWxC)  # Never on Identity.
 
 
+def test_weightless_ops_draw_a_drop_path_mask_per_edge(monkeypatch):
+  # A pool runs once per source state, but each edge leaving that state drops its
+  # samples by its own mask, as per-edge ops of the reference would.
+  spec = spaces.SpaceSpec(ops=('max_pool_3x3', 'avg_pool_3x3', 'skip_connect'), num_cells=3,
+                          edge_mode='pruned', steps=2)
+  cell = supernet.SearchCell(spec, 'normal', 2, False, False, 'shifted')
+  s0, s1 = _x((64, 4, 4, 2), seed=1), _x((64, 4, 4, 2), seed=2)
+  arch = spaces.init_alpha(spec, jax.random.PRNGKey(3), scale=1.0)['normal']
+  variables = cell.init(jax.random.PRNGKey(4), s0, s1, arch, True)
+  masks, drop_path = [], ops_lib.drop_path
+
+  def recording(x, rate, rng=None, keep_B=None):
+    masks.append(tuple(np.asarray(keep_B)))
+    return drop_path(x, rate, rng, keep_B)
+
+  monkeypatch.setattr(ops_lib, 'drop_path', recording)
+  cell.apply(variables, s0, s1, arch, True, 0.5, rngs={'drop_path': jax.random.PRNGKey(5)},
+             mutable=['batch_stats'])
+  # 5 edges × 2 pools (identity is spared), every mask its own draw.
+  assert len(masks) == len(spec.edges('normal')) * 2 == 10
+  assert len(set(masks)) == 10
+
+
 def test_init_is_compiled_once_with_the_values_of_eager_init():
   spec = spaces.SpaceSpec(num_cells=1, steps=2)
   net = supernet.SuperNet.create(spec, c=4, depthwise='shifted')
