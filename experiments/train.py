@@ -18,6 +18,10 @@ import sys
 # Runs as `python experiments/train.py` from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from amdarts import hugepages  # noqa: E402
+
+hugepages.reexec()  # Before anything else: the process may be replaced.
+
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
