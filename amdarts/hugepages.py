@@ -59,9 +59,11 @@ def wanted(environ, mode: str, libc: tuple[str, str]) -> bool:
 
 
 def reexec() -> None:
-  """Replaces the process by its own command line with `HUGETLB` set, if `wanted`."""
-  if not sys.platform.startswith('linux') or not wanted(
-      os.environ, thp_mode(), platform.libc_ver()):
+  """Replaces the process by its own command line with `HUGETLB` set, if `wanted`.
+
+  Off Linux the mode file is absent, so `thp_mode()` is '' and nothing happens.
+  """
+  if not wanted(os.environ, thp_mode(), platform.libc_ver()):
     return
   env = dict(os.environ)
   env[TUNABLES] = ':'.join(filter(None, (env.get(TUNABLES), HUGETLB)))

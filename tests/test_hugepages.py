@@ -74,8 +74,7 @@ def _child(**env):
           int(lines[-1].split()[1]))
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux') or not hugepages.wanted(
-    {}, hugepages.thp_mode(), platform.libc_ver()),
+@pytest.mark.skipif(not hugepages.wanted({}, hugepages.thp_mode(), platform.libc_ver()),
                     reason='needs glibc >= 2.35 and the kernel THP mode madvise')
 def test_reexec_once_keeps_other_tunables_and_gets_huge_pages():
   starts, tunables, huge_kib = _child(GLIBC_TUNABLES='glibc.malloc.arena_max=2')
