@@ -480,7 +480,10 @@ def test_search_lowers_validation_perplexity(tiny_corpus, tmp_path):
   ppl = [r['val_ppl'] for r in epochs]
   assert [r['epoch'] for r in epochs] == [1, 2, 3]
   # Uniform guessing over the 18 words scores 18; the corpus has far less entropy.
-  assert ppl[0] < 18 and ppl[2] < ppl[0] - 1.0, ppl
+  # After epoch 1 the perplexity plateaus near 13 (seeds 0-3, epochs 1-3: 12.4-13.5),
+  # so which epoch is lowest depends on float rounding: only the plateau is asserted
+  # (weights left untrained, w_lr 1e-9: 17.0 in every epoch).
+  assert max(ppl) < 15, ppl
   assert summary['val_ppl'] == ppl[-1]
   g = genotype_lib.load(str(tmp_path / 'genotype.json'))
   assert g == genotype_lib.load(str(tmp_path / 'genotype.txt'))
