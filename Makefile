@@ -1,5 +1,5 @@
 # Quickstart targets; each creates the virtual environment from requirements.txt first.
-#   make search   the offline default search (Fashion-MNIST, ~10 min on 2 CPU cores)
+#   make search   the offline default search (Fashion-MNIST, 6-12 min on 2 CPU cores)
 #   make test     the test suite
 #   make bench    amdarts against PyTorch DARTS, same super-net (bench/compare.py)
 #   make gpu-check  on an NVIDIA GPU machine: the GPU extra, the S1 bench, one cifar_s1 epoch
