@@ -28,8 +28,12 @@ data:
 search: $(VENV)/.installed data
 	$(BIN)/python experiments/search.py --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
 
+# Two pytest workers, one per core of the CI machine; a test module stays on one
+# worker (--dist loadscope), so its module-scoped fixtures compile once. Each worker
+# holds its own compiles: more workers need more memory than cores alone suggest.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed data
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests -n $(TEST_WORKERS) --dist loadscope
 
 toy: $(VENV)/.installed
 	$(BIN)/python experiments/toy.py --outdir=workdirs/toy
